@@ -1,0 +1,1 @@
+"""agentflow: SLM-first agentic workflows on LangGraph."""

@@ -1,0 +1,1 @@
+"""Benchmarks behind `agentflow bench` (measured, never asserted in tests)."""

@@ -1,0 +1,164 @@
+"""``agentflow.agent(...)``: assemble the SLM control-flow nodes into a LangGraph graph.
+
+The result is a plain :class:`langgraph.graph.StateGraph`, so users can add nodes and
+edges before compiling it with any checkpointer; custom graphs can use the node
+factories in ``nodes/`` directly instead. The wiring::
+
+    START -> router -+-> planner -> consequence -+-> approval -> act -> loop -+-> respond -> END
+                     |      ^                    +------------->  act         +-> consequence
+                     |      +---------------------------- replan -------------+-> planner
+                     +-> respond (LLM routes)                                  +-> escalation -> END
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.graph import END, START, StateGraph
+
+from agentflow.heads import consequence_examples, head_for, loop_examples
+from agentflow.models.encoder import Encoder, load_encoder
+from agentflow.recording import NullRecorder, Recorder
+from agentflow.settings import Settings
+from agentflow.examples import Example
+from agentflow.decision import EscalationPolicy
+from agentflow.state import AgentState
+from nodes._common import NodeEnv
+from nodes.act import act_node
+from nodes.approval import approval_node, needs_approval
+from nodes.consequence_modeler import ConsequenceModeler, consequence_node
+from nodes.context import DocumentIndex
+from nodes.escalation import escalation_node
+from nodes.loop_evaluator import LoopEvaluator, LoopGuards, loop_node
+from nodes.planner import Flow, planner_node
+from nodes.respond import respond_node
+from nodes.router import Route, Router, router_node
+from tools.contract import ToolRegistry, ToolSpec
+from tools.executor import GuardedExecutor
+
+__all__ = ["AgentParts", "agent"]
+
+
+@dataclass
+class AgentParts:
+    """The deciders an agent was built with (exposed for benchmarks and tests)."""
+
+    router: Router
+    """Route decisions."""
+    loop: LoopEvaluator
+    """Loop verdicts."""
+    consequence: ConsequenceModeler
+    """Consequence assessments."""
+    executor: GuardedExecutor
+    """Guarded tool execution."""
+    tools: ToolRegistry
+    """Registered tools."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Anything a graph module wants to expose."""
+
+
+def _executor(tools: ToolRegistry, settings: Settings, recorder: Recorder) -> GuardedExecutor:
+    from tools.store import IdempotencyStore
+
+    store = IdempotencyStore.from_settings(settings)
+    return GuardedExecutor(tools, store, lease_s=settings.lease_seconds, recorder=recorder)
+
+
+def agent(
+    routes: Sequence[Route],
+    tools: ToolRegistry | Iterable[ToolSpec],
+    *,
+    name: str = "agent",
+    llm: BaseChatModel | None = None,
+    settings: Settings | None = None,
+    executor: GuardedExecutor | None = None,
+    recorder: Recorder | None = None,
+    encoder: Encoder | None = None,
+    guards: LoopGuards = LoopGuards(),
+    slm_roles: bool = True,
+) -> tuple[StateGraph, AgentParts]:
+    """Build the agent graph (uncompiled) and the parts it decides with.
+
+    ``llm`` defaults to :func:`agentflow.models.llm.make_llm` (the local GGUF when no
+    endpoint is configured). ``slm_roles=False`` replaces every small-model role by the
+    LLM, which is how the workload benchmark measures the SLM-first saving.
+    """
+    settings = settings or Settings()
+    registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(list(tools))
+    recorder = recorder or NullRecorder()
+    if llm is None:
+        from agentflow.models.llm import make_llm
+
+        llm = make_llm(settings)
+    encoder = encoder or load_encoder(settings)
+    env = NodeEnv(recorder=recorder, graph=name, cost_per_1k_tokens=settings.llm_cost_per_1k_tokens)
+    route_examples = [Example(text=t, label=r.name) for r in routes for t in r.examples]
+    use = slm_roles
+    router = Router(
+        routes, encoder=encoder,
+        head=head_for("router", route_examples, encoder, settings) if use and route_examples else None,
+        llm=llm, policy=EscalationPolicy(threshold=settings.router_threshold),
+    )
+    loop = LoopEvaluator(
+        head=head_for("loop_evaluator", loop_examples(), encoder, settings) if use else None,
+        encoder=encoder, llm=llm, guards=guards, threshold=settings.loop_threshold,
+    )
+    modeler = ConsequenceModeler(
+        head=head_for("consequence_modeler", consequence_examples(), encoder, settings) if use else None,
+        encoder=encoder, llm=llm, threshold=settings.consequence_threshold,
+    )
+    executor = executor or _executor(registry, settings, recorder)
+    flows = {r.name: r.target for r in routes if isinstance(r.target, Flow)}
+    planned = set(flows) | {r.name for r in routes if r.target == "planner"}
+    indexes = {r.name: DocumentIndex(r.documents, encoder) for r in routes if r.documents}
+
+    def definition(tool: str) -> dict[str, Any] | None:
+        return registry.get(tool).definition() if tool in registry else None
+
+    g = StateGraph(AgentState)
+    g.add_node("router", router_node(router, env))
+    g.add_node("planner", planner_node(flows, registry, llm, env))
+    g.add_node("consequence", consequence_node(modeler, definition, env))
+    g.add_node("approval", approval_node(registry, env))
+    g.add_node("act", act_node(executor, env))
+    g.add_node("loop", loop_node(loop, env))
+    g.add_node("respond", respond_node(flows, indexes, llm, env))
+    g.add_node("escalation", escalation_node(llm, env))
+
+    g.add_edge(START, "router")
+    g.add_conditional_edges(
+        "router", lambda s: "planner" if s.get("route") in planned else "respond", ["planner", "respond"]
+    )
+    g.add_conditional_edges(
+        "planner", lambda s: "escalation" if s.get("loop_verdict") == "escalate" else "consequence",
+        ["escalation", "consequence"],
+    )
+
+    def after_consequence(s: AgentState) -> str:
+        if s.get("status") == "failed":
+            return "respond"
+        return "approval" if needs_approval(s.get("assessment")) else "act"
+
+    g.add_conditional_edges("consequence", after_consequence, ["respond", "approval", "act"])
+
+    def after_approval(s: AgentState) -> str:
+        verdict = s.get("loop_verdict")
+        return {"rejected": "respond", "replan": "planner"}.get(verdict or "", "act")
+
+    g.add_conditional_edges("approval", after_approval, ["respond", "planner", "act"])
+    g.add_conditional_edges("act", lambda s: "respond" if s.get("status") == "failed" else "loop",
+                            ["respond", "loop"])
+    g.add_conditional_edges(
+        "loop",
+        lambda s: {"continue": "consequence", "replan": "planner", "done": "respond"}.get(
+            s.get("loop_verdict") or "", "escalation"
+        ),
+        ["consequence", "planner", "respond", "escalation"],
+    )
+    g.add_edge("respond", END)
+    g.add_edge("escalation", END)
+    parts = AgentParts(router=router, loop=loop, consequence=modeler, executor=executor, tools=registry)
+    return g, parts

@@ -1,0 +1,172 @@
+"""`agentflow run / approvals / resume / setup / assess`: work with agent threads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from agentflow.cli._output import console, emit_json, fail
+from agentflow.errors import AgentflowError
+from agentflow.settings import Settings
+
+DEFAULT_GRAPH = "graphs/support.py"
+
+
+def _print_result(res: Any, json_out: bool) -> None:
+    if json_out:
+        emit_json(res.model_dump(mode="json"))
+        return
+    console.print(f"[bold]thread[/] {res.thread_id}  [bold]route[/] {res.route}  "
+                  f"[bold]status[/] {res.status}  [bold]LLM calls[/] {res.llm_calls}")
+    for d in res.decisions:
+        flag = " (escalated)" if d.get("escalated") else ""
+        console.print(f"  {d['role']:<20} {json.dumps(d['value'], default=str)[:60]:<40} "
+                      f"conf={d['confidence']:.2f} {d['source']:<12} {d['latency_ms']:.1f} ms{flag}")
+    if res.pending_approval:
+        p = res.pending_approval
+        console.print(f"[yellow]waiting for approval[/] {p['approval_id']}: {p['tool']} "
+                      f"{json.dumps(p['args'])} digest={p['digest'][:16]}…")
+    if res.outcome:
+        console.print(f"[green]outcome[/] {res.outcome}")
+    typer.echo(res.status)
+
+
+def _weak_llm_warning(settings: Settings) -> None:
+    if not settings.llm_base_url:
+        console.print("[yellow]note:[/] no AGENTFLOW_LLM_BASE_URL: the LLM role is played by the "
+                      "local 270M GGUF, a weak default (set an OpenAI-compatible endpoint).")
+
+
+def run(
+    message: str = typer.Argument(..., help="The user's message."),
+    graph: str = typer.Option(DEFAULT_GRAPH, "--graph", "-g", help="Graph module (path or dotted)."),
+    thread: str | None = typer.Option(None, "--thread", help="Thread id (default: a new one)."),
+    customer: str | None = typer.Option(None, "--customer", help="Customer email (support agent)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Run a graph on one message; print the route, every decision, LLM calls and the outcome."""
+    from agentflow.runtime import AgentRuntime
+
+    settings = Settings()
+    _weak_llm_warning(settings)
+    try:
+        with AgentRuntime.open(graph, settings=settings) as rt:
+            res = rt.run(message, thread_id=thread, customer={"email": customer} if customer else None)
+    except AgentflowError as exc:
+        fail(exc)
+    _print_result(res, json_out)
+    if res.status == "failed":
+        raise typer.Exit(1)
+
+
+def approvals(
+    graph: str = typer.Option(DEFAULT_GRAPH, "--graph", "-g", help="Graph module."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List pending approvals across all threads."""
+    from agentflow.runtime import AgentRuntime
+
+    try:
+        with AgentRuntime.open(graph) as rt:
+            pending = [p.model_dump(mode="json") for p in rt.pending_all()]
+    except AgentflowError as exc:
+        fail(exc)
+    if json_out:
+        emit_json(pending)
+        return
+    if not pending:
+        typer.echo("no pending approvals")
+    for p in pending:
+        typer.echo(f"{p['thread_id']}  {p['approval_id']}  {p['tool']} {json.dumps(p['args'])}  "
+                   f"class={p['assessment'].get('class')}  digest={p['digest']}")
+
+
+def resume(
+    thread: str = typer.Argument(..., help="Thread waiting for approval (or stopped on an error)."),
+    approve: bool = typer.Option(False, "--approve", help="Approve the pending action."),
+    reject: bool = typer.Option(False, "--reject", help="Reject it."),
+    edit: str | None = typer.Option(None, "--edit", help="Approve with these arguments (JSON)."),
+    respond: str | None = typer.Option(None, "--respond", help="Send a message back to the agent."),
+    by: str | None = typer.Option(None, "--by", help="Approver name (required to answer)."),
+    digest: str | None = typer.Option(None, "--digest", help="Digest you approve (default: the pending one)."),
+    graph: str = typer.Option(DEFAULT_GRAPH, "--graph", "-g", help="Graph module."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Answer a pending approval, or with no answer, continue a thread stopped by an error."""
+    from agentflow.runtime import AgentRuntime
+    from nodes.approval import ApprovalAnswer
+
+    chosen = [k for k, v in {"approve": approve, "reject": reject, "edit": edit, "respond": respond}.items() if v]
+    if len(chosen) > 1:
+        fail("choose one of --approve, --reject, --edit, --respond", code=2)
+    try:
+        with AgentRuntime.open(graph) as rt:
+            if not chosen:
+                res = rt.retry(thread)
+            else:
+                if not by:
+                    fail("--by NAME is required to answer an approval", code=2)
+                pending = rt.pending(thread)
+                answer = ApprovalAnswer(
+                    approval_id=pending.approval_id if pending else "none",
+                    decision=chosen[0],  # type: ignore[arg-type]
+                    approver=by, digest=digest or (pending.digest if pending else ""),
+                    args=json.loads(edit) if edit else None, message=respond,
+                )
+                res = rt.answer(thread, answer)
+    except (AgentflowError, json.JSONDecodeError) as exc:
+        fail(exc if isinstance(exc, AgentflowError) else f"--edit is not JSON: {exc}")
+    _print_result(res, json_out)
+
+
+def setup() -> None:
+    """Create or migrate the database (checkpoints + ledger). Safe to run again."""
+    from checkpoints.ledger import Ledger
+    from checkpoints.savers import setup_savers
+
+    settings = Settings()
+    settings.ensure_data_dir()
+    try:
+        setup_savers(settings.resolved_database_url)
+        ledger = Ledger.from_settings(settings)
+        ledger.setup()
+        ledger.close()
+    except AgentflowError as exc:
+        fail(exc)
+    typer.echo(f"database ready: {settings.resolved_database_url}")
+
+
+def assess(
+    tool_file: Path = typer.Option(..., "--tool", help="MCP tool definition (.json) or many (.jsonl)."),
+    args: str = typer.Option("{}", "--args", help="Arguments of the call (JSON), for a single tool."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON (one line per tool for .jsonl)."),
+) -> None:
+    """Run the consequence modeler on tool definitions; print class, confidence, source, floor."""
+    from agentflow.heads import consequence_examples, head_for
+    from agentflow.models.encoder import load_encoder
+    from nodes.consequence_modeler import ConsequenceModeler
+
+    settings = Settings()
+    try:
+        encoder = load_encoder(settings)
+        modeler = ConsequenceModeler(
+            head=head_for("consequence_modeler", consequence_examples(), encoder, settings),
+            encoder=encoder, llm=None, threshold=settings.consequence_threshold,
+        )
+        text = tool_file.read_text(encoding="utf-8")
+        if tool_file.suffix == ".jsonl":
+            items = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            items = [{"tool": json.loads(text), "args": json.loads(args)}]
+    except (AgentflowError, OSError, json.JSONDecodeError) as exc:
+        fail(exc if isinstance(exc, AgentflowError) else f"cannot read {tool_file}: {exc}")
+    for item in items:
+        definition = item.get("tool", item)
+        result = modeler.assess(definition, item.get("args") or {})
+        final = result.decisions[-1]
+        row = {"tool": definition.get("name"), "class": result.cls, "confidence": round(final.confidence, 4),
+               "source": final.source, "floor": result.floor, "proposed": result.proposed}
+        typer.echo(json.dumps(row) if json_out else "  ".join(f"{k}={v}" for k, v in row.items()))

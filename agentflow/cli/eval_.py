@@ -1,0 +1,51 @@
+"""`agentflow eval`: measure small models on labelled data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from agentflow.cli._output import console, emit_json, emit_table, fail, progress
+from agentflow.errors import AgentflowError
+from agentflow.evaluation import evaluate_router
+from agentflow.examples import load_examples, stratified_split
+from agentflow.models.encoder import load_encoder
+from agentflow.settings import Settings
+
+app = typer.Typer(help="Evaluate small models on labelled data.", no_args_is_help=True)
+
+
+@app.command("router")
+def router(
+    train: Path = typer.Option(..., "--train", help="Training examples (CSV or JSONL)."),
+    test: Path | None = typer.Option(
+        None, "--test", help="Test examples; default: a stratified 20% held out of --train (seed 0)."
+    ),
+    text_col: str = typer.Option("text", "--text-col", help="Text column."),
+    label_col: str = typer.Option("label", "--label-col", help="Label column (falls back to 'category')."),
+    oos_label: str | None = typer.Option(None, "--oos-label", help="Label of out-of-scope rows."),
+    threshold: float = typer.Option(0.8, "--threshold", help="Confidence needed to act without the LLM."),
+    samples: int = typer.Option(300, "--latency-samples", help="Messages timed one at a time (>=200)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Train an encoder head on --train and report accuracy, coverage, ECE and latency."""
+    try:
+        train_rows = load_examples(train, text_col, label_col)
+        if test is None:
+            train_rows, test_rows = stratified_split(train_rows, 0.2, 0)
+            console.print(f"no --test: holding out {len(test_rows)} rows (20%, seed 0) of {train}")
+        else:
+            test_rows = load_examples(test, text_col, label_col)
+        encoder = load_encoder(Settings())
+        with progress(not json_out) as update:
+            report = evaluate_router(
+                train_rows, test_rows, encoder, threshold=threshold, oos_label=oos_label,
+                latency_samples=samples, progress=update,
+            )
+    except AgentflowError as exc:
+        fail(exc)
+    if json_out:
+        emit_json(report)
+    else:
+        emit_table("router evaluation", report)

@@ -1,0 +1,103 @@
+"""Router evaluation: train a head on one file, measure it on another.
+
+Accuracy is top-1 over in-scope test rows; coverage is the share of in-scope rows the
+head is confident about (at or above the threshold, i.e. handled without the LLM);
+``oos_escalation_rate`` is the share of out-of-scope rows that correctly fall below the
+threshold. Latency is one message at a time, after warm-up, as a request would see it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from agentflow.examples import Example
+from agentflow.models.calibration import expected_calibration_error
+from agentflow.models.encoder import Encoder
+from agentflow.models.head import EncoderHead
+
+__all__ = ["evaluate_router", "percentiles"]
+
+Progress = Callable[[str, int, int], None]
+
+
+def percentiles(samples_ms: Sequence[float]) -> dict[str, float]:
+    """p50 and p95 of latency samples, rounded to 0.01 ms."""
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    return {
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p95_ms": round(float(np.percentile(arr, 95)), 2),
+    }
+
+
+def evaluate_router(
+    train: Sequence[Example],
+    test: Sequence[Example],
+    encoder: Encoder,
+    *,
+    threshold: float = 0.8,
+    oos_label: str | None = None,
+    latency_samples: int = 300,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Train a router head on ``train`` and report accuracy, coverage, ECE and latency."""
+    note = progress or (lambda _stage, _done, _total: None)
+    in_scope_train = [ex for ex in train if ex.label != oos_label]
+    note("encode train", 0, len(in_scope_train))
+    x_train = encoder.encode([ex.text for ex in in_scope_train])
+    note("train head", 0, 1)
+    head = EncoderHead.train(in_scope_train, encoder, "router", embeddings=x_train)
+    note("encode test", 0, len(test))
+    probs = head.probabilities(encoder.encode([ex.text for ex in test]))
+    conf = probs.max(axis=1)
+    pred = np.array(head.labels)[probs.argmax(axis=1)]
+    gold = np.array([ex.label for ex in test])
+    in_scope = gold != oos_label if oos_label is not None else np.ones(len(gold), dtype=bool)
+    correct = pred == gold
+    covered = in_scope & (conf >= threshold)
+
+    # Latency: the full decide() path (embed + head), one message at a time, after warm-up.
+    texts = [ex.text for ex in test] or [ex.text for ex in train]
+    n = max(200, min(latency_samples, 10_000))
+    for text in texts[:10]:
+        head.decide(text, encoder)
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        head.decide(texts[i % len(texts)], encoder)
+        samples.append((time.perf_counter() - start) * 1000)
+        if i % 50 == 0:
+            note("latency", i, n)
+
+    n_in = int(in_scope.sum())
+    oos = ~in_scope
+    return {
+        "n": len(test),
+        "n_in_scope": n_in,
+        "n_train": len(in_scope_train),
+        "labels": len(head.labels),
+        "threshold": threshold,
+        "accuracy": round(float(correct[in_scope].mean()), 4) if n_in else None,
+        "coverage": round(float(covered.sum() / n_in), 4) if n_in else None,
+        "accuracy_on_covered": (
+            round(float(correct[covered].mean()), 4) if covered.any() else None
+        ),
+        "oos_escalation_rate": (
+            round(float((conf[oos] < threshold).mean()), 4)
+            if oos_label is not None and oos.any()
+            else None
+        ),
+        "ece": round(
+            expected_calibration_error(conf[in_scope], correct[in_scope]), 4
+        ),
+        "ece_heldout_train": head.metrics.get("ece"),
+        "temperature": round(head.temperature, 4),
+        **percentiles(samples),
+        "latency_samples": n,
+        "train_seconds": head.metrics["train_seconds"],
+        "cores": os.cpu_count(),
+    }

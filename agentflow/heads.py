@@ -1,0 +1,62 @@
+"""Training data for each role's encoder head, and a cache so a head is trained once.
+
+A head is cached under ``<data_dir>/heads/`` by the sha256 of its encoder and examples,
+so a CLI call or a worker start reuses it (and verifies it) instead of retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+from agentflow.examples import Example
+from agentflow.models.encoder import Encoder
+from agentflow.models.head import EncoderHead
+from agentflow.settings import Settings
+
+__all__ = ["consequence_examples", "head_for", "loop_examples"]
+
+
+def _data(name: str) -> list[dict[str, object]]:
+    text = files("nodes").joinpath("data", name).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def loop_examples() -> list[Example]:
+    """The shipped loop-evaluator examples, as the text the evaluator reads."""
+    from nodes.loop_evaluator import describe_step
+
+    return [
+        Example(
+            text=describe_step(str(r["goal"]), str(r["step"]), str(r["observation"]),
+                               int(r["steps_done"]), int(r["steps_planned"])),  # type: ignore[call-overload]
+            label=str(r["label"]),
+        )
+        for r in _data("loop_examples.jsonl")
+    ]
+
+
+def consequence_examples() -> list[Example]:
+    """The shipped labelled tool calls, as the text the consequence modeler reads."""
+    from nodes.consequence_modeler import describe_call
+
+    return [
+        Example(text=describe_call(r["tool"], r.get("args") or {}), label=str(r["label"]))  # type: ignore[arg-type]
+        for r in _data("consequence_tools.jsonl")
+    ]
+
+
+def head_for(role: str, examples: Sequence[Example], encoder: Encoder, settings: Settings) -> EncoderHead:
+    """A head for ``role`` trained on ``examples``, from the cache when it is there."""
+    digest = hashlib.sha256(encoder.sha256.encode())
+    for ex in examples:
+        digest.update(f"{ex.label}\x1f{ex.text}\x1e".encode())
+    path = Path(settings.data_dir) / "heads" / f"{role}-{digest.hexdigest()[:16]}.json"
+    if path.exists():
+        return EncoderHead.load(path, encoder)
+    head = EncoderHead.train(list(examples), encoder, role)
+    head.save(path)
+    return head

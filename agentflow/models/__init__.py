@@ -1,0 +1,2 @@
+"""The small-model runtime: registry (sha256-verified files), encoder heads, GGUF and
+remote generative SLMs, calibration, and the LLM factory."""

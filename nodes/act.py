@@ -1,0 +1,65 @@
+"""The act node: hand the step at the cursor to the guarded executor.
+
+The executor applies the consequence-class protocol (keys, retries, approval check). A
+call that could not run because the idempotency store is down, or because another worker
+holds its key, raises: LangGraph keeps the checkpoint before this node, so resuming the
+thread later runs the step again under the same derived key, and nothing runs twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from agentflow.errors import KeyInFlightError, StoreUnavailableError
+from agentflow.state import AgentState, Observation, Plan
+from nodes._common import NodeEnv
+from tools.executor import GuardedExecutor, ToolCall
+
+__all__ = ["act_node"]
+
+_STOPS = {
+    "needs_approval": "the call needs an approval it does not have",
+    "outcome_unknown": "a previous attempt's outcome is unknown; a human must check it",
+    "refused": "the call was refused",
+}
+
+
+def act_node(executor: GuardedExecutor, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+    """A node executing the assessed step at the cursor."""
+
+    def act(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        plan = Plan.model_validate(state["plan"])
+        cursor = state.get("cursor", 0)
+        assessment = state.get("assessment") or {}
+        step = plan.steps[cursor]
+        ctx = env.context(config, "act")
+        result = executor.execute(
+            ToolCall(tool=step.tool, args=assessment.get("args", step.args), step=cursor),
+            assessment.get("class", "unknown"),
+            thread_id=ctx.thread_id,
+            approved=bool(assessment.get("approved")),
+            run=ctx,
+        )
+        if result.status == "refused" and result.retryable:
+            # The store is down: fail closed now, resume from this checkpoint later.
+            raise StoreUnavailableError(result.error or "idempotency store unavailable")
+        if result.status == "in_flight":
+            raise KeyInFlightError(f"step {cursor} ({step.tool}) is running in another worker")
+        observation = Observation(step=cursor, tool=step.tool, status=result.status,
+                                  output=result.output, error=result.error)
+        update: dict[str, Any] = {"observations": [observation.model_dump(mode="json")], "iterations": 1}
+        if result.status in ("ok", "replayed"):
+            update["cursor"] = cursor + 1
+        elif result.status == "failed":
+            update["errors"] = 1
+        else:
+            update["status"] = "failed"
+            update["outcome"] = f"{step.tool}: {_STOPS.get(result.status, result.status)}" + (
+                f" ({result.error})" if result.error else ""
+            )
+        return update
+
+    return act

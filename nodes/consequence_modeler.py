@@ -1,0 +1,197 @@
+"""The consequence modeler: is this tool call safe, retry-safe, retry-unsafe, irreversible?
+
+An encoder head trained on labelled tool definitions from many domains (never on the
+reference agent's own tools) judges a call from its name, description, input schema and
+arguments. ``unknown`` or low confidence asks the LLM; if the LLM fails, the call is
+``unknown`` and needs a human. Whatever any model says, the tool's declared annotations
+are a floor: :func:`agentflow.consequence.apply_floor` can raise the class, never lower it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+
+from agentflow.consequence import (
+    CONSEQUENCE_CLASSES,
+    ConsequenceClass,
+    ToolAnnotations,
+    apply_floor,
+    floor_from_annotations,
+)
+from agentflow.decision import Decision, EscalationPolicy, ModelRef, resolve
+from agentflow.models.encoder import Encoder
+from agentflow.models.head import EncoderHead
+from agentflow.state import AgentState, Plan
+from nodes._common import NodeEnv, ask_llm
+from nodes.approval import build_request, needs_approval
+from nodes.router import parse_choice
+
+__all__ = ["Assessment", "ConsequenceModeler", "consequence_node", "describe_call"]
+
+_CLASS_GUIDE = (
+    "Classify what running this tool call can do. Classes:\n"
+    "- safe: only reads data\n"
+    "- retry_safe: writes, but repeating it with the same idempotency key has no extra effect\n"
+    "- retry_unsafe: writes; running it twice could double the effect\n"
+    "- irreversible: cannot be undone (payments, refunds, sending messages, permanent deletion)\n"
+    "- unknown: the definition does not say enough to tell\n"
+    "Answer with the class name only."
+)
+
+
+def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
+    """The text the modeler reads: name, description, parameters and the call's arguments.
+
+    Annotations are left out on purpose: they are enforced as a floor, not learned, so the
+    model's judgement and the declaration stay independent checks.
+    """
+    schema = definition.get("inputSchema") or {}
+    params = ", ".join(
+        f"{name} ({spec.get('type', 'any')})" for name, spec in (schema.get("properties") or {}).items()
+    )
+    call = json.dumps(args, sort_keys=True, default=str)[:300]
+    return (
+        f"tool: {definition.get('name', '')}. {definition.get('description', '')}. "
+        f"parameters: {params}. call: {call}"
+    )
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """The consequence class a call runs under, and how it was reached."""
+
+    cls: ConsequenceClass
+    """Final class after the floor rule."""
+    floor: ConsequenceClass | None
+    """Class implied by the declared annotations (None: nothing declared)."""
+    proposed: ConsequenceClass
+    """What the deciding model (or rule) proposed before the floor."""
+    decisions: tuple[Decision[Any], ...]
+    """Every decision taken, including the floor rule when it changed the class."""
+    llm_called: bool
+    """Whether the LLM was asked."""
+
+    def to_state(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
+        """JSON for ``AgentState.assessment`` and the approval payload."""
+        final = self.decisions[-1]
+        return {
+            "tool": tool, "args": args, "class": self.cls, "floor": self.floor,
+            "proposed": self.proposed, "confidence": final.confidence, "source": final.source,
+            "rationale": final.rationale, "approved": False,
+        }
+
+
+@dataclass(frozen=True)
+class _Policy(EscalationPolicy):
+    def trusts(self, decision: Decision[Any]) -> bool:
+        # `unknown` is never acted on by itself: it is exactly what escalation is for.
+        return decision.value != "unknown" and super().trusts(decision)
+
+
+class ConsequenceModeler:
+    """Assesses tool calls; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        head: EncoderHead | None,
+        encoder: Encoder | None,
+        llm: BaseChatModel | None,
+        threshold: float = 0.8,
+    ) -> None:
+        self.head, self.encoder, self.llm = head, encoder, llm
+        self.policy = _Policy(threshold=threshold)
+
+    def assess(
+        self,
+        definition: dict[str, Any],
+        args: dict[str, Any],
+        *,
+        env: NodeEnv | None = None,
+        config: RunnableConfig | None = None,
+        usage: list[int] | None = None,
+    ) -> Assessment:
+        """Classify one call of the tool ``definition`` (MCP-style) with ``args``."""
+        env = env or NodeEnv()
+        text = describe_call(definition, args)
+        floor = floor_from_annotations(
+            ToolAnnotations.model_validate(definition["annotations"])
+            if definition.get("annotations") else None
+        )
+        slm: Callable[[], Decision[str]] | None = None
+        if self.head is not None and self.encoder is not None:
+            head, encoder = self.head, self.encoder
+            slm = lambda: head.decide(text, encoder)  # noqa: E731
+        # Declared irreversible is already the strictest class that executes: no model answer
+        # can change what happens next, so the LLM is not asked for it.
+        llm = None if floor == "irreversible" else self._verdict(text, env, config, usage)
+        resolution = resolve("consequence_modeler", slm, llm, "unknown", self.policy)
+        decisions: list[Decision[Any]] = list(resolution.trail)
+        proposed: ConsequenceClass = resolution.final.value  # type: ignore[assignment]
+        final_cls = apply_floor(floor, proposed)
+        if final_cls != proposed or resolution.final.source == "rule":
+            decisions.append(
+                Decision[str](
+                    role="consequence_modeler", value=final_cls, confidence=1.0, source="rule",
+                    latency_ms=0.0, escalated=resolution.llm_called, input=text,
+                    rationale=f"declared floor {floor}, model proposed {proposed}",
+                )
+            )
+        return Assessment(final_cls, floor, proposed, tuple(decisions), resolution.llm_called)
+
+    def _verdict(
+        self, text: str, env: NodeEnv, config: RunnableConfig | None, usage: list[int] | None
+    ) -> Callable[[Decision[str] | None], Decision[str]] | None:
+        if self.llm is None:
+            return None
+        llm = self.llm
+
+        def verdict(_small: Decision[str] | None) -> Decision[str]:
+            answer = ask_llm(llm, _CLASS_GUIDE, text, purpose="escalation:consequence_modeler",
+                             env=env, config=config, node="consequence_modeler")
+            if usage is not None:
+                usage.append(answer.tokens)
+            value = parse_choice(answer.text, list(CONSEQUENCE_CLASSES))
+            return Decision[str](
+                role="consequence_modeler", value=value, confidence=1.0, source="llm",
+                model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
+                latency_ms=answer.latency_ms, rationale=answer.text[:300], input=text,
+            )
+
+        return verdict
+
+
+def consequence_node(
+    modeler: ConsequenceModeler, definitions: Callable[[str], dict[str, Any] | None], env: NodeEnv
+) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+    """A node assessing the plan step at the cursor; unknown tools fail the step."""
+
+    def assess(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        plan = Plan.model_validate(state["plan"])
+        step = plan.steps[state.get("cursor", 0)]
+        definition = definitions(step.tool)
+        if definition is None:
+            return {"assessment": None, "status": "failed",
+                    "outcome": f"plan step uses unregistered tool {step.tool!r}"}
+        usage: list[int] = []
+        result = modeler.assess(definition, step.args, env=env, config=config, usage=usage)
+        assessment = result.to_state(step.tool, step.args)
+        pending = None
+        if needs_approval(assessment):
+            thread_id = env.context(config, "consequence_modeler").thread_id
+            pending = build_request(assessment, state.get("cursor", 0), plan.goal, thread_id)
+        return {
+            "assessment": assessment,
+            "pending_approval": pending.model_dump(mode="json") if pending else None,
+            "decisions": env.record(config, "consequence_modeler", result.decisions),
+            "llm_calls": int(result.llm_called),
+            "llm_tokens": sum(usage),
+        }
+
+    return assess

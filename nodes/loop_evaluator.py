@@ -1,0 +1,156 @@
+"""The loop evaluator: after each step, continue, replan, done or escalate?
+
+Hard guards come first and need no model (iteration cap, error budget, token budget).
+Then an encoder head reads the goal and the latest observation. Low confidence asks the
+LLM; if the LLM fails, the loop stops and escalates (the role's safe default). The LLM is
+therefore called only for plans, replans and escalations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+
+from agentflow.decision import Decision, EscalationPolicy, ModelRef, resolve
+from agentflow.models.encoder import Encoder
+from agentflow.models.head import EncoderHead
+from agentflow.state import AgentState, Plan
+from nodes._common import NodeEnv, ask_llm
+from nodes.router import parse_choice
+
+__all__ = ["LoopGuards", "LoopEvaluator", "LoopVerdict", "describe_step", "loop_node"]
+
+LoopVerdict = Literal["continue", "replan", "done", "escalate"]
+"""What the loop does next."""
+
+_VERDICTS: tuple[str, ...] = get_args(LoopVerdict)
+
+
+@dataclass(frozen=True)
+class LoopGuards:
+    """Limits checked before any model is asked."""
+
+    max_iterations: int = 8
+    """Steps executed in one thread before the loop escalates."""
+    error_budget: int = 2
+    """Failed steps tolerated before the loop escalates."""
+    token_budget: int = 20_000
+    """LLM tokens one thread may spend before the loop escalates."""
+
+
+def describe_step(goal: str, step: str, observation: str, steps_done: int, steps_planned: int) -> str:
+    """The text the evaluator reads (the same shape as its training examples)."""
+    return (
+        f"goal: {goal}\nstep: {step}\nobservation: {observation[:400]}\n"
+        f"progress: {steps_done} of {steps_planned} planned steps done"
+    )
+
+
+class LoopEvaluator:
+    """Decides what the loop does after a step."""
+
+    def __init__(
+        self,
+        *,
+        head: EncoderHead | None,
+        encoder: Encoder | None,
+        llm: BaseChatModel | None,
+        guards: LoopGuards = LoopGuards(),
+        threshold: float = 0.8,
+    ) -> None:
+        self.head, self.encoder, self.llm, self.guards = head, encoder, llm, guards
+        self.policy = EscalationPolicy(threshold=threshold)
+
+    def guard(self, state: AgentState) -> Decision[str] | None:
+        """A rule decision when a hard limit is hit, else None."""
+        checks = (
+            (state.get("iterations", 0) >= self.guards.max_iterations, "iteration cap reached"),
+            (state.get("errors", 0) > self.guards.error_budget, "error budget spent"),
+            (state.get("llm_tokens", 0) > self.guards.token_budget, "token budget spent"),
+        )
+        for hit, why in checks:
+            if hit:
+                return Decision[str](role="loop_evaluator", value="escalate", confidence=1.0,
+                                     source="rule", latency_ms=0.0, rationale=why)
+        return None
+
+    def evaluate(
+        self, state: AgentState, env: NodeEnv, config: RunnableConfig | None, usage: list[int]
+    ) -> tuple[list[Decision[Any]], bool]:
+        """Decisions taken (last one is acted on) and whether the LLM was called."""
+        guard = self.guard(state)
+        if guard is not None:
+            return [guard], False
+        plan = Plan.model_validate(state["plan"])
+        last = state["observations"][-1]
+        step = plan.steps[last["step"]]
+        text = describe_step(
+            plan.goal,
+            f"{step.tool} {json.dumps(step.args, sort_keys=True, default=str)}",
+            f"{last['status']}: " + json.dumps(last.get("output") or last.get("error"), default=str),
+            state.get("cursor", 0),
+            len(plan.steps),
+        )
+        slm = None
+        if self.head is not None and self.encoder is not None:
+            head, encoder = self.head, self.encoder
+            slm = lambda: head.decide(text, encoder)  # noqa: E731
+        resolution = resolve("loop_evaluator", slm, self._verdict(text, env, config, usage),
+                             "escalate", self.policy)
+        return list(resolution.trail), resolution.llm_called
+
+    def _verdict(
+        self, text: str, env: NodeEnv, config: RunnableConfig | None, usage: list[int]
+    ) -> Callable[[Decision[str] | None], Decision[str]] | None:
+        if self.llm is None:
+            return None
+        llm = self.llm
+
+        def verdict(_small: Decision[str] | None) -> Decision[str]:
+            answer = ask_llm(
+                llm,
+                "An agent just executed a step. Decide: continue (step worked, more steps "
+                "remain), done (goal met), replan (step failed but the goal is reachable "
+                "another way), escalate (a human is needed). Answer with one word.",
+                text, purpose="escalation:loop_evaluator", env=env, config=config,
+                node="loop_evaluator",
+            )
+            usage.append(answer.tokens)
+            return Decision[str](
+                role="loop_evaluator", value=parse_choice(answer.text, _VERDICTS),
+                confidence=1.0, source="llm",
+                model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
+                latency_ms=answer.latency_ms, rationale=answer.text[:300], input=text,
+            )
+
+        return verdict
+
+
+def loop_node(evaluator: LoopEvaluator, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+    """A LangGraph node recording the evaluator's verdict in ``loop_verdict``."""
+
+    def evaluate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        usage: list[int] = []
+        decisions, llm_called = evaluator.evaluate(state, env, config, usage)
+        verdict = decisions[-1].value
+        plan = Plan.model_validate(state["plan"])
+        succeeded = state["observations"][-1]["status"] in ("ok", "replayed")
+        if verdict == "continue" and not succeeded:
+            # Continuing past a failed step would re-run it or skip it; neither is sound.
+            verdict = "replan"
+        elif verdict == "continue" and state.get("cursor", 0) >= len(plan.steps):
+            # Nothing left to continue with: the plan finished and its last step worked.
+            verdict = "done"
+        return {
+            "loop_verdict": verdict,
+            "decisions": env.record(config, "loop_evaluator", decisions),
+            "llm_calls": int(llm_called),
+            "llm_tokens": sum(usage),
+        }
+
+    return evaluate

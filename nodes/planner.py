@@ -1,0 +1,140 @@
+"""The planner: turn a request into a typed plan of tool calls.
+
+Two strategies. A route with a :class:`Flow` plans without the LLM: an extractor pulls
+the fields the flow needs (rules or the generative SLM's schema extraction), and the
+flow's template turns them into steps. Every other plan, and every replan, comes from
+the LLM as JSON, validated against the registered tools' input schemas; an invalid plan
+is retried once with the validation error, then the run escalates.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+from pydantic import ValidationError
+
+from agentflow.decision import Decision
+from agentflow.errors import AgentflowError
+from agentflow.state import AgentState, Plan
+from tools.contract import ToolRegistry
+from nodes._common import NodeEnv, ask_llm, last_user_text
+
+__all__ = ["Extractor", "Flow", "PlanError", "parse_plan", "planner_node"]
+
+
+class PlanError(AgentflowError):
+    """The LLM's plan is not valid JSON or names tools/arguments that do not validate."""
+
+    default_hint = "the run escalates; improve the planner prompt or the LLM"
+
+
+class Extractor(Protocol):
+    """Pulls a flow's fields out of a request; returns them and the decisions taken."""
+
+    def __call__(self, text: str, customer: dict[str, Any]) -> tuple[dict[str, Any], list[Decision[Any]]]:
+        """Extract fields from ``text`` for ``customer``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A route handled by a fixed tool sequence: no LLM unless something goes wrong."""
+
+    plan: Callable[[str, dict[str, Any], dict[str, Any]], Plan]
+    """(request text, customer, extracted fields) -> plan."""
+    extract: Extractor | None = None
+    """How the fields are extracted (None: the plan needs no fields)."""
+    respond: Callable[[AgentState], str] | None = None
+    """Templated answer once the plan is done (None: the LLM words the answer)."""
+
+
+def parse_plan(text: str, tools: ToolRegistry, goal: str) -> Plan:
+    """Parse and validate an LLM plan (JSON object, possibly inside a code fence)."""
+    match = re.search(r"\{.*\}", text, re.DOTALL)
+    if match is None:
+        raise PlanError(f"no JSON object in the plan: {text[:200]!r}")
+    try:
+        raw = json.loads(match.group(0))
+        plan = Plan.model_validate({"goal": raw.get("goal") or goal, "steps": raw.get("steps", [])})
+    except (json.JSONDecodeError, ValidationError, AttributeError) as exc:
+        raise PlanError(f"plan is not valid: {exc}") from exc
+    if not plan.steps:
+        raise PlanError("plan has no steps")
+    try:
+        steps = [
+            step.model_copy(update={"args": tools.get(step.tool).validate_args(step.args)})
+            for step in plan.steps
+        ]
+    except AgentflowError as exc:
+        raise PlanError(f"plan step does not validate: {exc.message}") from exc
+    return plan.model_copy(update={"steps": steps})
+
+
+def _plan_prompt(tools: ToolRegistry) -> str:
+    return (
+        "You plan tool calls for a support agent. Tools (JSON Schema inputs):\n"
+        + "\n".join(json.dumps(d, sort_keys=True) for d in tools.definitions())
+        + '\nAnswer with JSON only: {"goal": "...", "steps": [{"tool": "...", "args": {...}, '
+        '"why": "..."}]}'
+    )
+
+
+def planner_node(
+    flows: dict[str, Flow],
+    tools: ToolRegistry,
+    llm: BaseChatModel | None,
+    env: NodeEnv,
+    *,
+    attempts: int = 2,
+) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+    """A node that plans (or replans) the current request."""
+
+    def plan(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        text = last_user_text(state)
+        route = state.get("route") or ""
+        flow = flows.get(route)
+        replanning = state.get("loop_verdict") == "replan"
+        if flow is not None and not replanning:
+            decisions: list[Decision[Any]] = []
+            extracted: dict[str, Any] = {}
+            if flow.extract is not None:
+                extracted, decisions = flow.extract(text, state.get("customer", {}))
+            try:
+                new_plan = flow.plan(text, state.get("customer", {}), extracted)
+                return {"plan": new_plan.model_dump(mode="json"), "cursor": 0, "extracted": extracted,
+                        "decisions": env.record(config, "planner", decisions), "loop_verdict": None}
+            except AgentflowError as exc:
+                return {"extracted": extracted, "decisions": env.record(config, "planner", decisions),
+                        "loop_verdict": "escalate", "outcome": f"cannot plan the {route} flow: {exc}"}
+        return _llm_plan(state, text, config, replanning)
+
+    def _llm_plan(state: AgentState, text: str, config: RunnableConfig, replanning: bool) -> dict[str, Any]:
+        if llm is None:
+            return {"loop_verdict": "escalate", "outcome": "no LLM configured to plan this request"}
+        user = f"Request: {text}\nCustomer: {json.dumps(state.get('customer', {}))}"
+        if replanning:
+            user += "\nPrevious steps and results: " + json.dumps(state.get("observations", [])[-3:], default=str)
+        calls = tokens = 0
+        error = ""
+        for _ in range(attempts):
+            answer = ask_llm(llm, _plan_prompt(tools), user + error, purpose="replan" if replanning else "plan",
+                             env=env, config=config, node="planner")
+            calls, tokens = calls + 1, tokens + answer.tokens
+            try:
+                new_plan = parse_plan(answer.text, tools, goal=text)
+            except AgentflowError as exc:
+                error = f"\nYour previous plan was rejected: {exc.message}. Fix it."
+                continue
+            return {"plan": new_plan.model_dump(mode="json"), "cursor": 0, "loop_verdict": None,
+                    "llm_calls": calls, "llm_tokens": tokens}
+        return {"llm_calls": calls, "llm_tokens": tokens, "loop_verdict": "escalate",
+                "outcome": f"the LLM gave no valid plan after {attempts} attempts{error.strip()}"}
+
+    return plan
+

@@ -1,0 +1,145 @@
+"""The router: which branch a request takes.
+
+An encoder head trained on the routes' example utterances decides by default; a route
+set without examples is decided by the generative SLM, constrained to the route names.
+Below the threshold (or on invalid output) the LLM decides, and its verdict is recorded
+so the head can be retrained on it. If the LLM fails too, the request goes to the
+built-in ``llm`` route (the LLM answers it directly): the router's safe default.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
+
+from agentflow.decision import Decision, EscalationPolicy, ModelRef, Resolution, resolve
+from agentflow.errors import ModelOutputError
+from agentflow.models.encoder import Encoder
+from agentflow.models.head import EncoderHead
+from agentflow.state import AgentState
+from nodes._common import NodeEnv, ask_llm, last_user_text
+
+__all__ = ["LLM_ROUTE", "Route", "Router", "router_node"]
+
+LLM_ROUTE = "llm"
+"""Built-in route: the LLM answers the request itself (the router's safe default)."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """A branch a request can take."""
+
+    name: str
+    """Route name (what the router outputs)."""
+    description: str
+    """What requests belong here (the LLM and the generative SLM read it)."""
+    examples: tuple[str, ...] = ()
+    """Example utterances; the encoder head is trained on them."""
+    target: Any = None
+    """What handles the route: a ``nodes.planner.Flow``, ``"llm"``, ``"planner"`` or a graph."""
+    documents: tuple[dict[str, str], ...] = field(default=())
+    """Documents to prune and hand to the LLM for this route (id, title, text)."""
+
+
+class Router:
+    """Decides a route for a text, escalating by policy."""
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        *,
+        encoder: Encoder | None,
+        head: EncoderHead | None,
+        llm: BaseChatModel | None,
+        policy: EscalationPolicy,
+        choose: Callable[[str, str, Sequence[str]], Decision[str]] | None = None,
+    ) -> None:
+        self.routes = {r.name: r for r in routes}
+        self.encoder, self.head, self.llm, self.policy = encoder, head, llm, policy
+        self._choose = choose
+        names = ", ".join(self.routes)
+        self._prefix = (
+            "Classify the customer message into one route.\n"
+            + "".join(f"- {r.name}: {r.description}\n" for r in routes)
+            + f"Answer with one of: {names}.\n"
+        )
+
+    def _slm(self, text: str) -> Callable[[], Decision[str]] | None:
+        if self.head is not None and self.encoder is not None:
+            head, encoder = self.head, self.encoder
+            return lambda: head.decide(text, encoder)
+        if self._choose is not None:
+            choose = self._choose
+            return lambda: choose(self._prefix, text, list(self.routes))
+        return None
+
+    def _llm_verdict(
+        self, text: str, env: NodeEnv, config: RunnableConfig | None, usage: list[int]
+    ) -> Callable[[Decision[str] | None], Decision[str]] | None:
+        if self.llm is None:
+            return None
+        llm = self.llm
+
+        def verdict(small: Decision[str] | None) -> Decision[str]:
+            hint = f" (a small model guessed {small.value!r})" if small is not None else ""
+            answer = ask_llm(
+                llm, self._prefix, f"Message: {text}\nRoute{hint}:", purpose="escalation:router",
+                env=env, config=config, node="router",
+            )
+            usage.append(answer.tokens)
+            route = parse_choice(answer.text, list(self.routes))
+            return Decision[str](
+                role="router", value=route, confidence=1.0, source="llm",
+                model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
+                latency_ms=answer.latency_ms, rationale=answer.text[:300], input=text,
+            )
+
+        return verdict
+
+    def decide(
+        self,
+        text: str,
+        env: NodeEnv | None = None,
+        config: RunnableConfig | None = None,
+        usage: list[int] | None = None,
+    ) -> Resolution[str]:
+        """Route ``text``; the resolution holds every decision taken on the way.
+
+        LLM tokens spent are appended to ``usage`` when given.
+        """
+        verdict = self._llm_verdict(text, env or NodeEnv(), config, usage if usage is not None else [])
+        return resolve("router", self._slm(text), verdict, LLM_ROUTE, self.policy)
+
+
+def parse_choice(text: str, choices: Sequence[str]) -> str:
+    """The first of ``choices`` named in a free-text answer; ModelOutputError if none."""
+    lowered = text.lower()
+    hits = [
+        (m.start(), c) for c in choices
+        if (m := re.search(rf"(?<![a-z_]){re.escape(c.lower())}(?![a-z_])", lowered))
+    ]
+    if not hits:
+        raise ModelOutputError(f"answer names none of {list(choices)}: {text[:120]!r}")
+    return min(hits)[1]
+
+
+def router_node(router: Router, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+    """A LangGraph node that routes the latest user message."""
+
+    def route(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        usage: list[int] = []
+        resolution = router.decide(last_user_text(state), env, config, usage)
+        return {
+            "route": resolution.final.value,
+            "decisions": env.record(config, "router", resolution.trail),
+            "llm_calls": int(resolution.llm_called),
+            "llm_tokens": sum(usage),
+            "status": "running",
+        }
+
+    return route

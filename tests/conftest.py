@@ -1,0 +1,21 @@
+"""Shared test set-up: every real service has exactly one fixture module in tests/fixtures/.
+
+Each module there is loaded as a pytest plugin, so a service fixture is defined once and
+used by every test that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Models are never fetched from a hub, in tests least of all.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+pytest_plugins = sorted(
+    f"tests.fixtures.{p.stem}"
+    for p in (Path(__file__).parent / "fixtures").glob("*.py")
+    if p.stem != "__init__"
+)

@@ -1,0 +1,51 @@
+"""Exactly-once tools: the tool contract, the idempotency store and the guarded executor.
+
+Declare a tool with :func:`tool` (or adapt a LangChain tool with :func:`from_langchain`);
+a tool with a side effect takes ``ctx: ToolContext`` and forwards ``ctx.idempotency_key``
+downstream. :class:`GuardedExecutor` runs each :class:`ToolCall` by its consequence
+class under a key derived from (thread, step, tool, arguments), against an
+:class:`IdempotencyStore` on Redis/Valkey — by default the embedded Valkey from
+:func:`ensure_embedded_valkey`::
+
+    store = IdempotencyStore.from_settings(get_settings())
+    executor = GuardedExecutor(ToolRegistry([refund]), store)
+    result = executor.execute(ToolCall(tool="refund", args={...}, step=2),
+                              "irreversible", thread_id=thread_id, approved=True)
+
+This package imports only agentflow's core (errors, settings, consequence, recording).
+"""
+
+from tools.contract import ToolContext, ToolRegistry, ToolSpec, from_langchain, tool
+from tools.embedded import embedded_valkey_url, ensure_embedded_valkey, stop_embedded_valkey
+from tools.executor import ExecutionResult, GuardedExecutor, ToolCall
+from tools.keys import canonical_json, derive_key, fingerprint, key_prefix
+from tools.store import (
+    AsyncIdempotencyStore,
+    BeginResult,
+    BeginStatus,
+    IdempotencyStore,
+    RetryPolicy,
+)
+
+__all__ = [
+    "AsyncIdempotencyStore",
+    "BeginResult",
+    "BeginStatus",
+    "ExecutionResult",
+    "GuardedExecutor",
+    "IdempotencyStore",
+    "RetryPolicy",
+    "ToolCall",
+    "ToolContext",
+    "ToolRegistry",
+    "ToolSpec",
+    "canonical_json",
+    "derive_key",
+    "embedded_valkey_url",
+    "ensure_embedded_valkey",
+    "fingerprint",
+    "from_langchain",
+    "key_prefix",
+    "stop_embedded_valkey",
+    "tool",
+]

@@ -1,0 +1,477 @@
+"""The guarded executor: runs each tool call by its consequence class, at most once.
+
+==============  =====================================================================
+class           protocol
+==============  =====================================================================
+safe            run now, no store; retries allowed
+retry_safe      run under the derived key; retries reuse the key
+retry_unsafe    run once under the key; a failure is not retried and is flagged
+irreversible    only with ``approved=True``, then once under the key
+unknown         only with ``approved=True`` (a human's verdict), then like irreversible
+==============  =====================================================================
+
+The class a call runs under is never below the tool's declared floor (see
+:func:`agentflow.consequence.apply_floor`). What the store answers decides the rest:
+``completed`` replays the stored output without calling the tool, ``in_flight`` and
+``mismatch`` stop the call, and an ``expired`` lease (outcome unknown) is re-run only by
+a ``retry_safe`` tool that forwards its key downstream; anything else goes to a human as
+``outcome_unknown``. With the store unreachable only ``safe`` calls run; the others are
+``refused`` with the store's error and nothing runs, so the thread can resume later.
+
+A failed write keeps its key as failed (it is not re-run by a later call) unless the
+tool is ``retry_safe`` or raised ``ToolExecutionError(retryable=True)`` — the tool's own
+statement that nothing happened and a retry is safe. Outputs are returned in their JSON
+form, so a first run and its replay return equal values.
+
+The protocol is written once, as a generator of store and tool operations; ``execute``
+and ``aexecute`` only drive it, synchronously or on an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic_core import to_jsonable_python
+
+from agentflow.consequence import ConsequenceClass, apply_floor, floor_from_annotations
+from agentflow.errors import (
+    ConfigurationError,
+    KeyInFlightError,
+    KeyMismatchError,
+    OutcomeUnknownError,
+    StoreUnavailableError,
+    ToolError,
+    ToolExecutionError,
+)
+from agentflow.recording import Recorder, RunContext, ToolCallRecord, ToolOutcome
+from tools.contract import ToolContext, ToolRegistry, ToolSpec
+from tools.keys import derive_key, fingerprint
+from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore, RetryPolicy
+
+__all__ = ["ExecutionResult", "GuardedExecutor", "ToolCall"]
+
+
+class ToolCall(BaseModel):
+    """One call the plan asks for."""
+
+    tool: str
+    """Registered tool name."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Arguments, validated against the tool's input model."""
+    step: int = 0
+    """Plan step; part of the derived key, so the same call at another step is another call."""
+    key: str | None = None
+    """Explicit idempotency key (e.g. from a client's Idempotency-Key); default: derived."""
+
+
+class ExecutionResult(BaseModel):
+    """What happened to one call."""
+
+    status: ToolOutcome
+    """ok, replayed, failed, refused, needs_approval, outcome_unknown, in_flight."""
+    output: Any = None
+    """The tool's output in JSON form (stored output when replayed)."""
+    error: str | None = None
+    """Why it did not succeed, or a warning next to ``ok`` (result not stored)."""
+    key: str | None = None
+    """The idempotency key (None for safe calls)."""
+    consequence: ConsequenceClass
+    """The class it ran under (the declared floor applied)."""
+    attempts: int = 0
+    """How many times the tool was called by this execution."""
+    retryable: bool = False
+    """True when executing the same call again later is allowed and may succeed."""
+    flagged: bool = False
+    """A human should look: a write failed, or its outcome is unknown."""
+
+
+@dataclass(frozen=True)
+class _Begin:
+    key: str
+    fp: str
+    lease_s: float
+    reclaim: bool
+
+
+@dataclass(frozen=True)
+class _Complete:
+    key: str
+    token: str
+    output: Any
+
+
+@dataclass(frozen=True)
+class _Fail:
+    key: str
+    token: str
+    error: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
+class _Run:
+    spec: ToolSpec
+    kwargs: dict[str, Any]
+    ctx: ToolContext
+
+
+@dataclass(frozen=True)
+class _Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Ran:
+    output: Any = None
+    error: BaseException | None = None
+    latency_ms: float = 0.0
+
+
+_Op = _Begin | _Complete | _Fail | _Run | _Sleep
+_Protocol = Generator[_Op, Any, ExecutionResult]
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
+
+
+class GuardedExecutor:
+    """Runs tool calls under the consequence-class protocol (see the module docstring)."""
+
+    def __init__(
+        self,
+        tools: ToolRegistry,
+        store: IdempotencyStore | AsyncIdempotencyStore | None,
+        *,
+        namespace: str | None = None,
+        lease_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self.tools = tools
+        """The tools calls may name."""
+        self.store = store
+        """Idempotency store; None means only ``safe`` calls can run."""
+        self.namespace = namespace or (store.namespace if store is not None else "agentflow")
+        """Key namespace; defaults to the store's, which must agree with it."""
+        self.lease_s = lease_s
+        """Lease taken per call; must exceed the slowest tool's run time."""
+        self.retry = retry or RetryPolicy(attempts=3, base_s=0.05, cap_s=1.0)
+        """Automatic retries of ``safe`` and ``retry_safe`` calls whose tool says retryable."""
+        self.recorder = recorder
+        """Receives one record per attempt and per call that did not run."""
+        if store is not None and store.namespace != self.namespace:
+            raise ConfigurationError(
+                f"executor namespace {self.namespace!r} differs from the store's "
+                f"{store.namespace!r}",
+                hint="leave namespace unset to use the store's",
+            )
+
+    # --- drivers ----------------------------------------------------------------
+
+    def execute(
+        self,
+        call: ToolCall,
+        consequence: ConsequenceClass,
+        *,
+        thread_id: str,
+        approved: bool = False,
+        run: RunContext | None = None,
+    ) -> ExecutionResult:
+        """Run ``call`` under ``consequence``; never raises for tool or store failures."""
+        if isinstance(self.store, AsyncIdempotencyStore):
+            raise ConfigurationError(
+                "execute() needs a synchronous IdempotencyStore", hint="use aexecute()"
+            )
+        gen = self._protocol(call, consequence, thread_id, approved, run, sync=True)
+        value: Any = None
+        error: StoreUnavailableError | None = None
+        while True:
+            try:
+                op = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = self._do(op)
+            except StoreUnavailableError as exc:
+                error = exc
+
+    async def aexecute(
+        self,
+        call: ToolCall,
+        consequence: ConsequenceClass,
+        *,
+        thread_id: str,
+        approved: bool = False,
+        run: RunContext | None = None,
+    ) -> ExecutionResult:
+        """Same as :meth:`execute`, on the event loop (async store and async tools native)."""
+        gen = self._protocol(call, consequence, thread_id, approved, run, sync=False)
+        value: Any = None
+        error: StoreUnavailableError | None = None
+        while True:
+            try:
+                op = gen.throw(error) if error is not None else gen.send(value)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            value, error = None, None
+            try:
+                value = await self._ado(op)
+            except StoreUnavailableError as exc:
+                error = exc
+
+    def _do(self, op: _Op) -> Any:
+        store = self.store
+        if isinstance(op, _Run):
+            return self._call(lambda: op.spec.fn(**op.spec.bind(op.kwargs, op.ctx)))
+        if isinstance(op, _Sleep):
+            time.sleep(op.seconds)
+            return None
+        assert isinstance(store, IdempotencyStore)  # the protocol only asks with a store
+        if isinstance(op, _Begin):
+            return store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim)
+        if isinstance(op, _Complete):
+            return store.complete(op.key, op.token, op.output)
+        return store.fail(op.key, op.token, op.error, retryable=op.retryable)
+
+    async def _ado(self, op: _Op) -> Any:
+        if isinstance(op, _Run):
+            return await self._acall(op)
+        if isinstance(op, _Sleep):
+            await asyncio.sleep(op.seconds)
+            return None
+        store = self.store
+        if isinstance(store, IdempotencyStore):
+            return await asyncio.to_thread(self._do, op)
+        assert store is not None
+        if isinstance(op, _Begin):
+            return await store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim)
+        if isinstance(op, _Complete):
+            return await store.complete(op.key, op.token, op.output)
+        return await store.fail(op.key, op.token, op.error, retryable=op.retryable)
+
+    @staticmethod
+    def _call(fn: Any) -> _Ran:
+        started = time.perf_counter()
+        try:
+            output = fn()
+        except Exception as exc:
+            return _Ran(error=exc, latency_ms=(time.perf_counter() - started) * 1000)
+        return _Ran(output=output, latency_ms=(time.perf_counter() - started) * 1000)
+
+    @staticmethod
+    async def _acall(op: _Run) -> _Ran:
+        spec, kwargs = op.spec, op.spec.bind(op.kwargs, op.ctx)
+        started = time.perf_counter()
+        try:
+            if spec.afn is not None:
+                output = await spec.afn(**kwargs)
+            elif spec.is_async:
+                output = await spec.fn(**kwargs)
+            else:
+                output = await asyncio.to_thread(spec.fn, **kwargs)
+        except Exception as exc:
+            return _Ran(error=exc, latency_ms=(time.perf_counter() - started) * 1000)
+        return _Ran(output=output, latency_ms=(time.perf_counter() - started) * 1000)
+
+    # --- the protocol -------------------------------------------------------------
+
+    def _protocol(
+        self,
+        call: ToolCall,
+        consequence: ConsequenceClass,
+        thread_id: str,
+        approved: bool,
+        run: RunContext | None,
+        *,
+        sync: bool,
+    ) -> _Protocol:
+        rc = run or RunContext(thread_id=thread_id, run_id="")
+        done = _Finisher(self.recorder, rc, call)
+        try:
+            spec = self.tools.get(call.tool)
+            cls = apply_floor(floor_from_annotations(spec.annotations), consequence)
+            kwargs, json_args = spec.parse_args(call.args)
+        except ToolError as exc:
+            return done(consequence, "refused", error=str(exc))
+        if sync and spec.is_async:
+            return done(cls, "refused", error=f"tool {spec.name!r} is async; use aexecute()")
+        if cls in ("irreversible", "unknown") and not approved:
+            return done(cls, "needs_approval", error=f"{cls} call needs a human's approval")
+        if cls == "safe":
+            ran, n = yield from self._attempts(
+                spec, kwargs, None, thread_id, call.step, 1, True, done, cls
+            )
+            if ran.error is not None:
+                return done(cls, "failed", ran=ran, attempts=n, retryable=_retryable(ran.error))
+            return done(cls, "ok", ran=ran, attempts=n)
+
+        key = call.key or derive_key(self.namespace, thread_id, call.step, spec.name, json_args)
+        if self.store is None:
+            msg = str(StoreUnavailableError("no idempotency store is configured"))
+            return done(cls, "refused", key=key, error=msg, retryable=True)
+        fp = fingerprint({"tool": spec.name, "args": json_args})
+        reclaim = cls == "retry_safe" and spec.forwards_key
+        try:
+            begin: BeginResult = yield _Begin(key, fp, self.lease_s, reclaim)
+        except StoreUnavailableError as exc:
+            return done(cls, "refused", key=key, error=str(exc), retryable=True)
+        if not begin.holds_lease:
+            return self._settled(done, cls, begin)
+
+        retries = cls == "retry_safe"
+        ran, n = yield from self._attempts(
+            spec, kwargs, key, thread_id, call.step, begin.attempt, retries, done, cls
+        )
+        assert begin.token is not None
+        if ran.error is None:
+            output = to_jsonable_python(ran.output, fallback=repr)
+            try:
+                stored = yield _Complete(key, begin.token, output)
+                warning = None if stored else "lease lost before the result was stored"
+            except StoreUnavailableError as exc:
+                warning = f"the tool ran but its result was not stored: {exc}"
+            return done(
+                cls,
+                "ok",
+                ran=_Ran(output, None, ran.latency_ms),
+                key=key,
+                attempts=n,
+                error=warning,
+                flagged=warning is not None,
+            )
+        error_retryable = _retryable(ran.error)
+        release = cls == "retry_safe" or error_retryable
+        # Store gone: the lease runs out and the outcome counts as unknown (fails closed).
+        with contextlib.suppress(StoreUnavailableError):
+            yield _Fail(key, begin.token, _describe(ran.error), release)
+        return done(
+            cls,
+            "failed",
+            ran=ran,
+            key=key,
+            attempts=n,
+            retryable=retries and error_retryable,
+            flagged=not retries,
+        )
+
+    @staticmethod
+    def _settled(done: _Finisher, cls: ConsequenceClass, begin: BeginResult) -> ExecutionResult:
+        """The answer when the store did not hand out a lease."""
+        key = begin.key
+        if begin.status == "completed":
+            return done(cls, "replayed", key=key, output=begin.result)
+        if begin.status == "in_flight":
+            msg = str(
+                KeyInFlightError(f"another execution holds {key} for {begin.retry_after_s:.3f} s")
+            )
+            return done(cls, "in_flight", key=key, error=msg, retryable=True)
+        if begin.status == "mismatch":
+            msg = str(KeyMismatchError(f"key {key} was used with other arguments"))
+            return done(cls, "refused", key=key, error=msg, flagged=True)
+        if begin.status == "failed":
+            return done(cls, "failed", key=key, error=begin.error, flagged=True)
+        msg = str(OutcomeUnknownError(f"a run under {key} ended without a result"))
+        return done(cls, "outcome_unknown", key=key, error=msg, flagged=True)
+
+    def _attempts(
+        self,
+        spec: ToolSpec,
+        kwargs: dict[str, Any],
+        key: str | None,
+        thread_id: str,
+        step: int,
+        first: int,
+        retries: bool,
+        done: _Finisher,
+        cls: ConsequenceClass,
+    ) -> Generator[_Op, Any, tuple[_Ran, int]]:
+        """Call the tool, retrying (same key) while allowed and the tool says retryable."""
+        delays = self.retry.delays() if retries else iter(())
+        n = 0
+        while True:
+            ctx = ToolContext(
+                idempotency_key=key, thread_id=thread_id, attempt=first + n, step=step
+            )
+            n += 1
+            ran: _Ran = yield _Run(spec, kwargs, ctx)
+            if ran.error is None or not _retryable(ran.error):
+                return ran, n
+            delay = next(delays, None)
+            if delay is None:
+                return ran, n
+            done.record(
+                cls, "failed", key=key, error=_describe(ran.error), latency_ms=ran.latency_ms
+            )
+            yield _Sleep(delay)
+
+
+def _retryable(exc: BaseException) -> bool:
+    """The tool said a retry is safe (only ``ToolExecutionError(retryable=True)`` does)."""
+    return isinstance(exc, ToolExecutionError) and exc.retryable
+
+
+class _Finisher:
+    """Builds the result of one execution and records it."""
+
+    def __init__(self, recorder: Recorder | None, run: RunContext, call: ToolCall) -> None:
+        self.recorder, self.run, self.call = recorder, run, call
+
+    def record(
+        self,
+        cls: str,
+        outcome: ToolOutcome,
+        *,
+        key: str | None,
+        error: str | None,
+        latency_ms: float,
+    ) -> None:
+        if self.recorder is None:
+            return
+        self.recorder.tool_call(
+            self.run,
+            ToolCallRecord(
+                tool=self.call.tool,
+                args=self.call.args,
+                idempotency_key=key,
+                consequence=cls,
+                outcome=outcome,
+                error=error,
+                latency_ms=latency_ms,
+            ),
+        )
+
+    def __call__(
+        self,
+        cls: ConsequenceClass,
+        status: ToolOutcome,
+        *,
+        ran: _Ran | None = None,
+        key: str | None = None,
+        output: Any = None,
+        error: str | None = None,
+        attempts: int = 0,
+        retryable: bool = False,
+        flagged: bool = False,
+    ) -> ExecutionResult:
+        if ran is not None:
+            output = to_jsonable_python(ran.output, fallback=repr) if ran.error is None else None
+            error = error if ran.error is None else _describe(ran.error)
+        self.record(cls, status, key=key, error=error, latency_ms=ran.latency_ms if ran else 0.0)
+        return ExecutionResult(
+            status=status,
+            output=output,
+            error=error,
+            key=key,
+            consequence=cls,
+            attempts=attempts,
+            retryable=retryable,
+            flagged=flagged,
+        )

@@ -1,0 +1,445 @@
+"""The idempotency store: begin / complete / fail on any Redis-protocol server.
+
+Semantics follow Stripe and the IETF Idempotency-Key draft. Each key is one hash::
+
+    state     in_flight | completed | failed
+    fp        sha256 of the canonical arguments (same key, other fp -> "mismatch")
+    token     lease token of the current holder (only its complete/fail count)
+    deadline  server time (ms) the lease ends; past it, an in_flight record is "expired"
+    attempt   how many leases were granted on the key
+    via       how the current lease was granted: new | expired
+    result    JSON result (completed)      error  error text (failed)
+
+The record keeps the retention TTL (default 24 h) from the first ``begin`` on, so a lease
+that ended without a result stays visible as ``expired`` (outcome unknown) instead of
+vanishing. ``fail(retryable=True)`` deletes the record, so the call may be begun again;
+``fail(retryable=False)`` keeps it as ``failed`` and every later ``begin`` answers
+``failed`` with the stored error: a failure that must not be retried is never silently
+re-run (a human may ``forget`` or ``settle`` it).
+
+Every transition is one Lua script run with EVALSHA (redis-py loads it again after a
+server restart), so two workers can never both get ``new``. Time comes from the server
+(``TIME``), so workers' clocks do not matter. Connection errors are retried by a
+:class:`RetryPolicy`, then raised as :class:`~agentflow.errors.StoreUnavailableError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio as aredis
+from pydantic_core import to_jsonable_python
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from agentflow.errors import IdempotencyError, StoreUnavailableError
+from agentflow.settings import Settings
+from tools.keys import key_prefix
+
+__all__ = ["AsyncIdempotencyStore", "BeginResult", "BeginStatus", "IdempotencyStore", "RetryPolicy"]
+
+BeginStatus = Literal["new", "in_flight", "completed", "mismatch", "expired", "failed"]
+"""What ``begin`` found: see :class:`BeginResult`."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded exponential backoff, like redis-py's ``Retry(ExponentialBackoff(...))``."""
+
+    attempts: int = 3
+    """Tries in total (1 = no retry)."""
+    base_s: float = 0.02
+    """Delay before the first retry."""
+    cap_s: float = 0.25
+    """Longest delay between two tries."""
+
+    def delays(self) -> Iterator[float]:
+        """The sleeps between tries: ``attempts - 1`` of them."""
+        for i in range(max(0, self.attempts - 1)):
+            yield min(self.cap_s, self.base_s * (2**i))
+
+
+@dataclass(frozen=True)
+class BeginResult:
+    """The answer to ``begin``.
+
+    - ``new``: you hold the lease (``token``); run the tool, then ``complete`` or ``fail``.
+    - ``in_flight``: another holder's lease is live (409-like); ``retry_after_s`` says when
+      it ends.
+    - ``completed``: ``result`` is the stored result; the tool must not run.
+    - ``mismatch``: the key was used with other arguments (422-like).
+    - ``expired``: a lease ended without a result, the outcome is unknown. With
+      ``reclaim=True`` you now hold a new lease (``token`` set); otherwise nothing changed.
+    - ``failed``: a non-retryable failure is stored (``error``); do not run again.
+    """
+
+    status: BeginStatus
+    """What the store found."""
+    key: str
+    """The key asked about."""
+    token: str | None = None
+    """Lease token when the caller now holds the lease."""
+    result: Any = None
+    """Stored result (``completed``)."""
+    error: str | None = None
+    """Stored error (``failed``)."""
+    attempt: int = 0
+    """Leases granted on this key so far (this one included)."""
+    retry_after_s: float | None = None
+    """Time left on another holder's lease (``in_flight``)."""
+
+    @property
+    def holds_lease(self) -> bool:
+        """True when the caller may run the tool now."""
+        return self.token is not None
+
+
+_BEGIN = """
+local key, fp, token = KEYS[1], ARGV[1], ARGV[2]
+local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local r = redis.call('HMGET', key, 'state', 'fp', 'token', 'deadline', 'result', 'error',
+                     'attempt', 'via')
+if not r[1] then
+  redis.call('HSET', key, 'state', 'in_flight', 'fp', fp, 'token', token,
+             'deadline', string.format('%d', now + lease), 'attempt', '1', 'via', 'new',
+             'created', string.format('%d', now))
+  redis.call('PEXPIRE', key, retention)
+  return {'new', '1', '', token}
+end
+if r[2] ~= fp then return {'mismatch', r[7] or '0', '', ''} end
+if r[1] == 'completed' then return {'completed', r[7], r[5], ''} end
+if r[1] == 'failed' then return {'failed', r[7], r[6] or '', ''} end
+if r[3] == token then return {r[8], r[7], '', token} end
+local deadline = tonumber(r[4])
+if now < deadline then return {'in_flight', r[7], tostring(deadline - now), ''} end
+if ARGV[5] == '1' then
+  local attempt = redis.call('HINCRBY', key, 'attempt', 1)
+  redis.call('HSET', key, 'token', token, 'deadline', string.format('%d', now + lease),
+             'via', 'expired')
+  redis.call('PEXPIRE', key, retention)
+  return {'expired', tostring(attempt), '', token}
+end
+return {'expired', r[7], '', ''}
+"""
+
+_COMPLETE = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'token')
+if not r[1] then return 'missing' end
+if r[2] ~= ARGV[1] then return 'lost' end
+if r[1] == 'completed' then return 'stored' end
+if r[1] ~= 'in_flight' then return 'lost' end
+redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 'stored'
+"""
+
+_FAIL = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'token')
+if not r[1] then return 'missing' end
+if r[2] ~= ARGV[1] then return 'lost' end
+if r[1] == 'failed' then return 'kept' end
+if r[1] ~= 'in_flight' then return 'lost' end
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[1])
+  return 'released'
+end
+redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
+return 'kept'
+"""
+
+_SETTLE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'completed' then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[1], 'token', '')
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1
+"""
+
+_TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_connect_timeout": 1.0,
+    "socket_timeout": 2.0,
+}
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return parts._replace(netloc=f"{parts.username or ''}:***@{netloc}").geturl()
+
+
+def _encode_result(result: Any) -> str:
+    """JSON text of a tool result; unknown objects fall back to their repr."""
+    return json.dumps(to_jsonable_python(result, fallback=repr), separators=(",", ":"))
+
+
+def _parse_begin(key: str, reply: list[Any]) -> BeginResult:
+    """Turn the BEGIN script's reply into a :class:`BeginResult`."""
+    status, attempt, payload, token = (str(x) if x is not None else "" for x in reply)
+    return BeginResult(
+        status=status,  # type: ignore[arg-type]
+        key=key,
+        token=token or None,
+        attempt=int(attempt or 0),
+        result=json.loads(payload) if status == "completed" else None,
+        error=payload if status == "failed" else None,
+        retry_after_s=float(payload) / 1000 if status == "in_flight" else None,
+    )
+
+
+class _StoreBase:
+    """What the sync and async stores share: key checks, encoding, error mapping."""
+
+    def __init__(
+        self, where: str, *, namespace: str, lease_s: float, retention_s: float, retry: RetryPolicy
+    ) -> None:
+        if lease_s <= 0 or retention_s <= 0:
+            raise ValueError("lease_s and retention_s must be positive")
+        self.where = where
+        """Redacted URL of the server, for messages."""
+        self.namespace = namespace
+        """Every key this store touches starts with ``{namespace}:idem:``."""
+        self.lease_s = lease_s
+        """Default lease length for ``begin``."""
+        self.retention_s = retention_s
+        """How long records (completed, failed, or with an ended lease) are kept."""
+        self.retry = retry
+        """Retries of transient connection errors."""
+        self._prefix = key_prefix(namespace)
+
+    def _check(self, key: str) -> None:
+        if not key.startswith(self._prefix):
+            raise IdempotencyError(
+                f"key {key!r} is outside this store's namespace {self.namespace!r}",
+                hint="derive keys with tools.keys.derive_key(store.namespace, ...)",
+            )
+
+    def _begin_args(self, fp: str, token: str, lease_s: float | None, reclaim: bool) -> list[str]:
+        lease_ms = round((self.lease_s if lease_s is None else lease_s) * 1000)
+        return [fp, token, str(max(1, lease_ms)), str(self._retention_ms), "1" if reclaim else "0"]
+
+    @property
+    def _retention_ms(self) -> int:
+        return max(1, round(self.retention_s * 1000))
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"idempotency store at {self.where} is unavailable ({type(exc).__name__}: {exc})"
+        )
+
+
+class IdempotencyStore(_StoreBase):
+    """Synchronous store on a redis-py client (thread-safe: one pool, many threads)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str = "agentflow",
+        lease_s: float = 30.0,
+        retention_s: float = 24 * 3600,
+        retry: RetryPolicy | None = None,
+        where: str = "redis",
+    ) -> None:
+        super().__init__(
+            where,
+            namespace=namespace,
+            lease_s=lease_s,
+            retention_s=retention_s,
+            retry=retry or RetryPolicy(),
+        )
+        self.client = client
+        """The redis-py client (``decode_responses=True``)."""
+        self._begin = client.register_script(_BEGIN)
+        self._complete = client.register_script(_COMPLETE)
+        self._fail = client.register_script(_FAIL)
+        self._settle = client.register_script(_SETTLE)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> IdempotencyStore:
+        """A store on the server at ``url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        # redis-py's own retry is off: RetryPolicy decides, the same way for every call.
+        client = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **_CLIENT_OPTIONS)
+        return cls(client, where=_redacted(url), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IdempotencyStore:
+        """``settings.redis_url`` if set, else the embedded Valkey under ``data_dir``."""
+        from tools.embedded import ensure_embedded_valkey
+
+        url = settings.redis_url or ensure_embedded_valkey(settings.data_dir)
+        return cls.from_url(
+            url,
+            namespace=settings.namespace,
+            lease_s=settings.lease_seconds,
+            retention_s=settings.retention_seconds,
+        )
+
+    def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        delays = self.retry.delays()
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except _TRANSIENT as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise self._unavailable(exc) from exc
+                time.sleep(delay)
+            except redis.RedisError as exc:
+                raise self._unavailable(exc) from exc
+
+    def begin(
+        self, key: str, fingerprint: str, lease_s: float | None = None, *, reclaim: bool = False
+    ) -> BeginResult:
+        """Try to take the lease on ``key``; see :class:`BeginResult` for the answers."""
+        self._check(key)
+        args = self._begin_args(fingerprint, uuid.uuid4().hex, lease_s, reclaim)
+        reply = self._run(self._begin, keys=[key], args=args)
+        return _parse_begin(key, reply)
+
+    def complete(self, key: str, token: str, result: Any) -> bool:
+        """Store ``result`` if ``token`` still holds the lease; False when it does not."""
+        self._check(key)
+        args = [token, _encode_result(result), str(self._retention_ms)]
+        return bool(self._run(self._complete, keys=[key], args=args) == "stored")
+
+    def fail(self, key: str, token: str, error: str, *, retryable: bool) -> bool:
+        """Release (retryable) or keep as failed; False when ``token`` lost the lease."""
+        self._check(key)
+        args = [token, error, "1" if retryable else "0", str(self._retention_ms)]
+        return bool(self._run(self._fail, keys=[key], args=args) in ("released", "kept"))
+
+    def settle(self, key: str, result: Any) -> bool:
+        """A human marks an unknown or failed outcome as done with ``result``."""
+        self._check(key)
+        args = [_encode_result(result), str(self._retention_ms)]
+        return bool(self._run(self._settle, keys=[key], args=args))
+
+    def forget(self, key: str) -> bool:
+        """A human allows a re-run: delete the record. True when there was one."""
+        self._check(key)
+        return bool(self._run(self.client.delete, key))
+
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the server answers."""
+        self._run(self.client.ping)
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
+
+
+class AsyncIdempotencyStore(_StoreBase):
+    """The same store on ``redis.asyncio``; same scripts, same answers."""
+
+    def __init__(
+        self,
+        client: aredis.Redis,
+        *,
+        namespace: str = "agentflow",
+        lease_s: float = 30.0,
+        retention_s: float = 24 * 3600,
+        retry: RetryPolicy | None = None,
+        where: str = "redis",
+    ) -> None:
+        super().__init__(
+            where,
+            namespace=namespace,
+            lease_s=lease_s,
+            retention_s=retention_s,
+            retry=retry or RetryPolicy(),
+        )
+        self.client = client
+        """The ``redis.asyncio`` client (``decode_responses=True``)."""
+        self._begin = client.register_script(_BEGIN)
+        self._complete = client.register_script(_COMPLETE)
+        self._fail = client.register_script(_FAIL)
+        self._settle = client.register_script(_SETTLE)
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> AsyncIdempotencyStore:
+        """An async store on the server at ``url``."""
+        client = aredis.Redis.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **_CLIENT_OPTIONS)
+        return cls(client, where=_redacted(url), **kwargs)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncIdempotencyStore:
+        """``settings.redis_url`` if set, else the embedded Valkey under ``data_dir``."""
+        from tools.embedded import ensure_embedded_valkey
+
+        url = settings.redis_url or ensure_embedded_valkey(settings.data_dir)
+        return cls.from_url(
+            url,
+            namespace=settings.namespace,
+            lease_s=settings.lease_seconds,
+            retention_s=settings.retention_seconds,
+        )
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        delays = self.retry.delays()
+        while True:
+            try:
+                return await fn(*args, **kwargs)
+            except _TRANSIENT as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise self._unavailable(exc) from exc
+                await asyncio.sleep(delay)
+            except redis.RedisError as exc:
+                raise self._unavailable(exc) from exc
+
+    async def begin(
+        self, key: str, fingerprint: str, lease_s: float | None = None, *, reclaim: bool = False
+    ) -> BeginResult:
+        """Try to take the lease on ``key``; see :class:`BeginResult` for the answers."""
+        self._check(key)
+        args = self._begin_args(fingerprint, uuid.uuid4().hex, lease_s, reclaim)
+        reply = await self._run(self._begin, keys=[key], args=args)
+        return _parse_begin(key, reply)
+
+    async def complete(self, key: str, token: str, result: Any) -> bool:
+        """Store ``result`` if ``token`` still holds the lease; False when it does not."""
+        self._check(key)
+        args = [token, _encode_result(result), str(self._retention_ms)]
+        return bool(await self._run(self._complete, keys=[key], args=args) == "stored")
+
+    async def fail(self, key: str, token: str, error: str, *, retryable: bool) -> bool:
+        """Release (retryable) or keep as failed; False when ``token`` lost the lease."""
+        self._check(key)
+        args = [token, error, "1" if retryable else "0", str(self._retention_ms)]
+        return bool(await self._run(self._fail, keys=[key], args=args) in ("released", "kept"))
+
+    async def settle(self, key: str, result: Any) -> bool:
+        """A human marks an unknown or failed outcome as done with ``result``."""
+        self._check(key)
+        args = [_encode_result(result), str(self._retention_ms)]
+        return bool(await self._run(self._settle, keys=[key], args=args))
+
+    async def forget(self, key: str) -> bool:
+        """A human allows a re-run: delete the record. True when there was one."""
+        self._check(key)
+        return bool(await self._run(self.client.delete, key))
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the server answers."""
+        await self._run(self.client.ping)
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()
