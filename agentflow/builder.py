@@ -102,8 +102,9 @@ def agent(
         head=head_for("router", route_examples, encoder, settings) if use and route_examples else None,
         llm=llm, policy=EscalationPolicy(threshold=settings.router_threshold),
     )
+    loop_rows, loop_extra = loop_examples()
     loop = LoopEvaluator(
-        head=head_for("loop_evaluator", loop_examples(), encoder, settings) if use else None,
+        head=head_for("loop_evaluator", loop_rows, encoder, settings, loop_extra) if use else None,
         encoder=encoder, llm=llm, guards=guards, threshold=settings.loop_threshold,
     )
     modeler = ConsequenceModeler(

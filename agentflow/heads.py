@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
@@ -25,18 +28,14 @@ def _data(name: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def loop_examples() -> list[Example]:
-    """The shipped loop-evaluator examples, as the text the evaluator reads."""
-    from nodes.loop_evaluator import describe_step
+def loop_examples() -> tuple[list[Example], NDArray[np.float64]]:
+    """The shipped loop-evaluator examples: the text the evaluator reads and its progress features."""
+    from nodes.loop_evaluator import describe_step, loop_features
 
-    return [
-        Example(
-            text=describe_step(str(r["goal"]), str(r["step"]), str(r["observation"]),
-                               int(r["steps_done"]), int(r["steps_planned"])),  # type: ignore[call-overload]
-            label=str(r["label"]),
-        )
-        for r in _data("loop_examples.jsonl")
-    ]
+    rows = _data("loop_examples.jsonl")
+    examples = [Example(text=describe_step(str(r["observation"])), label=str(r["label"])) for r in rows]
+    extra = np.array([loop_features(int(r["steps_done"]), int(r["steps_planned"])) for r in rows])  # type: ignore[call-overload]
+    return examples, extra
 
 
 def consequence_examples() -> list[Example]:
@@ -49,14 +48,22 @@ def consequence_examples() -> list[Example]:
     ]
 
 
-def head_for(role: str, examples: Sequence[Example], encoder: Encoder, settings: Settings) -> EncoderHead:
-    """A head for ``role`` trained on ``examples``, from the cache when it is there."""
+def head_for(
+    role: str,
+    examples: Sequence[Example],
+    encoder: Encoder,
+    settings: Settings,
+    extra: NDArray[np.float64] | None = None,
+) -> EncoderHead:
+    """A head for ``role`` trained on ``examples`` (+ side-features), cached by content hash."""
     digest = hashlib.sha256(encoder.sha256.encode())
     for ex in examples:
         digest.update(f"{ex.label}\x1f{ex.text}\x1e".encode())
+    if extra is not None:
+        digest.update(np.ascontiguousarray(extra, dtype=np.float64).tobytes())
     path = Path(settings.data_dir) / "heads" / f"{role}-{digest.hexdigest()[:16]}.json"
     if path.exists():
         return EncoderHead.load(path, encoder)
-    head = EncoderHead.train(list(examples), encoder, role)
+    head = EncoderHead.train(list(examples), encoder, role, extra=extra)
     head.save(path)
     return head

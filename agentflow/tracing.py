@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from langfuse import Langfuse
 
 __all__ = ["LangfuseRecorder", "TracingSession", "trace_id_for", "tracing_session"]
+
+_log = logging.getLogger(__name__)
 
 _TOOL_LEVELS: dict[str, str] = {
     "failed": "ERROR",
@@ -114,13 +117,18 @@ class LangfuseRecorder:
         run = {"thread_id": ctx.thread_id, "run_id": ctx.run_id, "graph": ctx.graph}
         if ctx.node:
             run["node"] = ctx.node
-        with self.client.start_as_current_observation(  # type: ignore[call-overload]
-            trace_context=self._trace_context(ctx), name=name, as_type=as_type, **observation
-        ):
-            span = otel_trace.get_current_span()
-            span.set_attributes(
-                {f"agentflow.{k}": _attr(v) for k, v in {**run, **attributes}.items()}
-            )
+        try:
+            with self.client.start_as_current_observation(  # type: ignore[call-overload]
+                trace_context=self._trace_context(ctx), name=name, as_type=as_type, **observation
+            ):
+                span = otel_trace.get_current_span()
+                span.set_attributes(
+                    {f"agentflow.{k}": _attr(v) for k, v in {**run, **attributes}.items()}
+                )
+        except Exception:
+            # Tracing is observability, not the audit trail (the ledger is): a tracing
+            # failure is logged loudly but must never change what the agent does.
+            _log.exception("could not record %s for thread %s in Langfuse", name, ctx.thread_id)
 
     def decision(self, ctx: RunContext, decision: Decision[Any]) -> None:
         """One observation ``decision:<role>`` carrying the decision's audit fields."""

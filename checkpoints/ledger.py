@@ -14,40 +14,31 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Engine, Select, Table, create_engine, event, insert, select
+from sqlalchemy import Engine, Table, create_engine, event, insert
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
 
 from agentflow.decision import Decision
 from agentflow.errors import LedgerError
 from agentflow.recording import ApprovalRecord, LlmCallRecord, RunContext, ToolCallRecord
 from agentflow.settings import Settings
 from checkpoints import migrations
+from checkpoints.queries import LedgerQueries
+from checkpoints.rows import LabelSource
 from checkpoints.savers import parse_database_url
 from checkpoints.schema import (
-    ApprovalRow,
-    DecisionRow,
-    HeadVersionRow,
-    LabeledInput,
-    LabelRow,
-    LabelSource,
-    LlmCallRow,
-    ToolCallRow,
     approvals,
     decisions,
     head_versions,
     labels,
     llm_calls,
     tool_calls,
-    utc,
 )
 
 __all__ = ["Ledger"]
-
-R = TypeVar("R", bound=BaseModel)
 
 _SETUP_FIX = "run `agentflow setup` (applies the ledger migrations) and retry"
 _REACH_FIX = "check that the database is reachable and AGENTFLOW_DATABASE_URL is right"
@@ -58,8 +49,12 @@ def _json(value: Any) -> Any:
     return to_jsonable_python(value, fallback=str)
 
 
-class Ledger:
-    """The audit trail in SQL; one instance is safe to share across threads."""
+class Ledger(LedgerQueries):
+    """The audit trail in SQL; one instance is safe to share across threads.
+
+    Writes are defined here; every query (``decisions``, ``episodes``, ``labels_for``,
+    ``head_versions``, ...) comes from :class:`checkpoints.queries.LedgerQueries`.
+    """
 
     def __init__(self, url: str | None = None, *, clock: Callable[[], datetime] | None = None):
         """Bind to ``url`` (default: the settings' database). Nothing connects yet.
@@ -90,27 +85,33 @@ class Ledger:
         return self._engine
 
     def _create_engine(self) -> Engine:
-        if self._db.kind == "postgres":
+        db = self._db
+        if db.kind == "postgres":
             return create_engine(
-                self._db.sqlalchemy_url, pool_pre_ping=True, connect_args={"connect_timeout": 10}
+                db.sqlalchemy_url, pool_pre_ping=True, connect_args={"connect_timeout": 10}
             )
-        path = self._db.sqlite_path or ":memory:"
-        if path != ":memory:":
+        memory = (db.sqlite_path or ":memory:") == ":memory:"
+        if memory:
+            # One shared connection, or every pooled connection sees its own empty database.
+            engine = create_engine(
+                db.sqlalchemy_url, connect_args={"check_same_thread": False}, poolclass=StaticPool
+            )
+        else:
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                Path(db.sqlite_path or "").parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LedgerError(
                     f"cannot create the folder of the ledger database {self.url}: {exc}",
                     hint=f"{_REACH_FIX} (a writable path)",
                 ) from exc
-        # The checkpoint saver writes to the same file: wait for its lock, not fail.
-        engine = create_engine(self._db.sqlalchemy_url, connect_args={"timeout": 30})
+            # The checkpoint saver writes to the same file: wait for its lock, not fail.
+            engine = create_engine(db.sqlalchemy_url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            if path != ":memory:":
+            if not memory:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.close()
 
@@ -267,127 +268,3 @@ class Ledger:
                 "created_at": self._clock(),
             },
         )
-
-    # --- queries ------------------------------------------------------------------------
-
-    def _rows(
-        self,
-        table: Table,
-        model: type[R],
-        *,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-        **equal: Any,
-    ) -> list[R]:
-        """Rows oldest first, ``since`` inclusive, ``until`` exclusive; ``limit``: the newest N."""
-        self._require_ready()
-        query: Select[Any] = select(table)
-        for column, value in equal.items():
-            if value is not None:
-                query = query.where(table.c[column] == value)
-        if since is not None:
-            query = query.where(table.c.created_at >= utc(since))
-        if until is not None:
-            query = query.where(table.c.created_at < utc(until))
-        query = query.order_by(table.c.created_at.desc(), table.c.id.desc())
-        if limit is not None:
-            query = query.limit(limit)
-        with self._guard(f"read {table.name} from"), self.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [model.model_validate(dict(r)) for r in reversed(rows)]
-
-    def decisions(
-        self,
-        role: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        thread_id: str | None = None,
-        limit: int | None = None,
-    ) -> list[DecisionRow]:
-        """Recorded decisions, oldest first; ``limit`` keeps the newest N."""
-        return self._rows(
-            decisions, DecisionRow, since=since, until=until, limit=limit,
-            role=role, thread_id=thread_id,
-        )  # fmt: skip
-
-    def llm_calls(
-        self,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        thread_id: str | None = None,
-        limit: int | None = None,
-    ) -> list[LlmCallRow]:
-        """Recorded LLM calls, oldest first."""
-        return self._rows(
-            llm_calls, LlmCallRow, since=since, until=until, limit=limit, thread_id=thread_id
-        )
-
-    def tool_calls(
-        self,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        thread_id: str | None = None,
-        tool: str | None = None,
-        limit: int | None = None,
-    ) -> list[ToolCallRow]:
-        """Recorded tool execution attempts, oldest first."""
-        return self._rows(
-            tool_calls, ToolCallRow, since=since, until=until, limit=limit,
-            thread_id=thread_id, tool=tool,
-        )  # fmt: skip
-
-    def approvals(
-        self,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        thread_id: str | None = None,
-        approval_id: str | None = None,
-        limit: int | None = None,
-    ) -> list[ApprovalRow]:
-        """Recorded approval requests and answers, oldest first."""
-        return self._rows(
-            approvals, ApprovalRow, since=since, until=until, limit=limit,
-            thread_id=thread_id, approval_id=approval_id,
-        )  # fmt: skip
-
-    def labels(self, decision_id: int | None = None, role: str | None = None) -> list[LabelRow]:
-        """Labels, oldest first, of one decision or of every decision of ``role``."""
-        self._require_ready()
-        query = select(labels)
-        if decision_id is not None:
-            query = query.where(labels.c.decision_id == decision_id)
-        if role is not None:
-            query = query.join(decisions, decisions.c.id == labels.c.decision_id).where(
-                decisions.c.role == role
-            )
-        query = query.order_by(labels.c.created_at, labels.c.id)
-        with self._guard("read labels from"), self.engine.connect() as conn:
-            rows = conn.execute(query).mappings().all()
-        return [LabelRow.model_validate(dict(r)) for r in rows]
-
-    def labels_for(self, role: str) -> list[LabeledInput]:
-        """Training examples for ``role``: one per labelled decision, in decision order.
-
-        When a decision has several labels, a human's beats the LLM's and a newer one
-        beats an older one from the same source.
-        """
-        self._require_ready()
-        query = (
-            select(decisions.c.id, decisions.c.input, labels.c.value, labels.c.source)
-            .join(labels, labels.c.decision_id == decisions.c.id)
-            .where(decisions.c.role == role)
-            .order_by(decisions.c.id, labels.c.created_at, labels.c.id)
-        )
-        with self._guard("read labels from"), self.engine.connect() as conn:
-            rows = conn.execute(query).all()
-        chosen: dict[int, LabeledInput] = {}
-        for decision_id, inp, value, source in rows:
-            previous = chosen.get(decision_id)
-            if previous is None or source == "human" or previous.source == "llm":
-                chosen[decision_id] = LabeledInput(inp, value, source)
-        return list(chosen.values())
-
-    def head_versions(self, role: str | None = None) -> list[HeadVersionRow]:
-        """Recorded head versions, oldest first (the last accepted one is current)."""
-        return self._rows(head_versions, HeadVersionRow, role=role)

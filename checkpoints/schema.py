@@ -6,16 +6,15 @@ next migration. The database itself is only ever changed by the Alembic migratio
 
 Times are stored in UTC; :class:`UtcDateTime` makes SQLite (which has no time zones)
 hand back aware datetimes like Postgres does. JSON columns use the portable ``JSON``
-type so values round-trip on both engines. The frozen ``*Row`` models are what
-``checkpoints.ledger.Ledger`` hands back when it is queried.
+type so values round-trip on both engines. The frozen ``*Row`` models the ledger hands
+back live in :mod:`checkpoints.rows` (re-exported here).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -33,6 +32,18 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy.types import TypeDecorator
+
+# The row models live in checkpoints.rows; re-exported so existing imports keep working.
+from checkpoints.rows import (
+    ApprovalRow,
+    DecisionRow,
+    HeadVersionRow,
+    LabeledInput,
+    LabelRow,
+    LabelSource,
+    LlmCallRow,
+    ToolCallRow,
+)
 
 __all__ = [
     "VERSION_TABLE",
@@ -57,9 +68,6 @@ __all__ = [
 
 VERSION_TABLE = "agentflow_alembic_version"
 """Alembic's bookkeeping table; prefixed so a user's own Alembic in the same DB never clashes."""
-
-LabelSource = Literal["human", "llm"]
-"""Who labelled a decision: a reviewer, or the LLM's verdict on an escalated decision."""
 
 metadata = MetaData(
     naming_convention={
@@ -212,151 +220,3 @@ head_versions = Table(
     Index(None, "role", "created_at"),
 )
 """Every trained head, kept or rejected, with its hash and evaluation metrics."""
-
-
-# --- rows as read back by the ledger ------------------------------------------------
-
-
-class _Row(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    id: int
-    """Primary key (the id a reviewer labels, for decisions)."""
-    created_at: datetime
-    """When it was recorded (UTC)."""
-
-
-class _RunRow(_Row):
-    thread_id: str
-    """LangGraph thread."""
-    run_id: str
-    """Invocation or resumption of the thread."""
-    graph: str
-    """Graph module or name."""
-    node: str
-    """Node that produced the record."""
-    trace_id: str | None
-    """Langfuse/OpenTelemetry trace id, when tracing was on."""
-
-
-class DecisionRow(_RunRow):
-    """One recorded decision."""
-
-    role: str
-    """Which role decided."""
-    input: Any
-    """The input that produced the decision (JSON)."""
-    value: Any
-    """The decision's value (JSON)."""
-    confidence: float
-    """Confidence in [0, 1]."""
-    source: str
-    """slm:encoder, slm:gguf, slm:remote, llm or rule."""
-    model_name: str | None
-    """Name of the deciding artifact."""
-    model_sha256: str | None
-    """sha256 of the deciding artifact."""
-    latency_ms: float
-    """Wall time of the decision."""
-    escalated: bool
-    """Taken because a smaller model was not trusted."""
-    calibrated: bool
-    """Whether the confidence was calibrated."""
-    rationale: str | None
-    """Why, in words, when the decider gave one."""
-    scores: dict[str, float] | None
-    """Probabilities of the candidate values."""
-
-
-class LlmCallRow(_RunRow):
-    """One recorded LLM call."""
-
-    purpose: str
-    """plan, replan, escalation:<role>, respond, ..."""
-    model: str
-    """Model name."""
-    input_tokens: int
-    """Prompt tokens."""
-    output_tokens: int
-    """Completion tokens."""
-    latency_ms: float
-    """Wall time."""
-    cost_estimate: float
-    """Estimated price."""
-
-
-class ToolCallRow(_RunRow):
-    """One recorded tool execution attempt."""
-
-    idempotency_key: str | None
-    """Derived idempotency key (None for safe calls)."""
-    tool: str
-    """Tool name."""
-    args: Any
-    """Arguments as executed (JSON)."""
-    consequence: str
-    """Consequence class the call ran under."""
-    outcome: str
-    """ok, replayed, failed, refused, needs_approval, outcome_unknown or in_flight."""
-    error: str | None
-    """Error text when it did not succeed."""
-    latency_ms: float
-    """Wall time of the tool."""
-
-
-class ApprovalRow(_RunRow):
-    """One recorded approval request or answer."""
-
-    approval_id: str
-    """Approval request id."""
-    tool: str
-    """Tool the approval is about."""
-    digest: str
-    """Digest of the pending action's arguments."""
-    decision: str
-    """approve / reject / edit / respond / requested / refused."""
-    approver: str | None
-    """Who answered."""
-    reason: str | None
-    """Why a refused answer was refused, or the approver's message."""
-    payload: Any
-    """The interrupt payload (JSON)."""
-
-
-class LabelRow(_Row):
-    """What a decision should have been."""
-
-    decision_id: int
-    """The labelled decision."""
-    value: Any
-    """The right value (JSON)."""
-    labeled_by: str
-    """Reviewer name, or the LLM model name."""
-    source: LabelSource
-    """human or llm."""
-
-
-class HeadVersionRow(_Row):
-    """One trained head version."""
-
-    role: str
-    """Role the head serves."""
-    sha256: str
-    """sha256 of the head artifact."""
-    path: str
-    """Where the artifact was written."""
-    metrics: Any
-    """Evaluation metrics (JSON): old vs new accuracy, ECE, ..."""
-    accepted: bool
-    """Whether it replaced the previous head."""
-
-
-class LabeledInput(NamedTuple):
-    """A training example taken from the ledger: an input and its labelled value."""
-
-    input: Any
-    """The decision's input."""
-    value: Any
-    """The label's value."""
-    source: LabelSource
-    """human or llm."""

@@ -131,7 +131,10 @@ def _extract_order(text: str, customer: dict[str, Any]) -> tuple[dict[str, Any],
 def _extract_address(text: str, customer: dict[str, Any]) -> tuple[dict[str, Any], list[Decision[Any]]]:
     fields, decisions = _extract_order(text, customer)
     match = _ADDRESS.search(text)
-    fields["address"] = match.group(1).strip().rstrip(".!") if match else None
+    fields["address"] = (
+        re.sub(r"(?:[\s,.!]+(?:instead|please|thanks?(?: you)?))*[\s,.!]*$", "", match.group(1).strip(), flags=re.I)
+        if match else None
+    )
     decisions.append(_rule("address", fields["address"], "address after 'to'", text))
     return fields, decisions
 

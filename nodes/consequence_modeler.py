@@ -23,6 +23,7 @@ from agentflow.consequence import (
     ToolAnnotations,
     apply_floor,
     floor_from_annotations,
+    severity,
 )
 from agentflow.decision import Decision, EscalationPolicy, ModelRef, resolve
 from agentflow.models.encoder import Encoder
@@ -46,20 +47,25 @@ _CLASS_GUIDE = (
 
 
 def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
-    """The text the modeler reads: name, description, parameters and the call's arguments.
+    """The text the modeler reads: name, description, parameters, arguments and hints.
 
-    Annotations are left out on purpose: they are enforced as a floor, not learned, so the
-    model's judgement and the declaration stay independent checks.
+    Declared hints are part of the input (they lift held-out accuracy on unseen tools from
+    70% to 75%), and they are also enforced separately as a floor, so the model reading
+    them can only make its proposal consistent with them, never weaken the floor.
     """
     schema = definition.get("inputSchema") or {}
     params = ", ".join(
         f"{name} ({spec.get('type', 'any')})" for name, spec in (schema.get("properties") or {}).items()
     )
     call = json.dumps(args, sort_keys=True, default=str)[:300]
-    return (
+    hints = definition.get("annotations") or {}
+    text = (
         f"tool: {definition.get('name', '')}. {definition.get('description', '')}. "
         f"parameters: {params}. call: {call}"
     )
+    if hints:
+        text += " hints: " + ", ".join(f"{k}={v}" for k, v in sorted(hints.items()))
+    return text
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,10 @@ class ConsequenceModeler:
         slm: Callable[[], Decision[str]] | None = None
         if self.head is not None and self.encoder is not None:
             head, encoder = self.head, self.encoder
+            if floor is not None:
+                held = self._floor_holds(head, encoder, text, floor)
+                if held is not None:
+                    return Assessment(floor, floor, floor, held, False)
             slm = lambda: head.decide(text, encoder)  # noqa: E731
         # Declared irreversible is already the strictest class that executes: no model answer
         # can change what happens next, so the LLM is not asked for it.
@@ -144,6 +154,25 @@ class ConsequenceModeler:
                 )
             )
         return Assessment(final_cls, floor, proposed, tuple(decisions), resolution.llm_called)
+
+    def _floor_holds(
+        self, head: EncoderHead, encoder: Encoder, text: str, floor: ConsequenceClass
+    ) -> tuple[Decision[Any], ...] | None:
+        """For a declared tool the question is only whether to raise it above its floor.
+
+        The head's calibrated probability that the call is no more severe than the floor
+        (``unknown`` counts as more severe) answers it; when that meets the threshold the
+        floor stands without the LLM. Otherwise None, and the full assessment runs.
+        """
+        full = head.decide(text, encoder, top_k=len(head.labels))
+        p_within = sum(p for cls, p in full.scores.items()
+                       if cls != "unknown" and severity(cls) <= severity(floor))  # type: ignore[arg-type]
+        held = full.model_copy(update={
+            "value": floor, "confidence": min(1.0, round(p_within, 4)),
+            "rationale": f"P(no more severe than declared floor {floor}) = {p_within:.3f}; "
+                         f"model's top class {full.value}",
+        })
+        return (held,) if self.policy.trusts(held) else None
 
     def _verdict(
         self, text: str, env: NodeEnv, config: RunnableConfig | None, usage: list[int] | None

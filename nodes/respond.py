@@ -39,7 +39,8 @@ def respond_node(
         route = state.get("route") or ""
         flow = flows.get(route)
         done = {"status": "done"} if state.get("status") != "failed" else {}
-        if flow is not None and flow.respond is not None and state.get("loop_verdict") != "escalate":
+        last = (state.get("observations") or [{}])[-1]
+        if flow is not None and flow.respond is not None and last.get("status") in ("ok", "replayed"):
             text = flow.respond(state)
             return {"messages": [ai(text)], "outcome": text, **done}
         request = last_user_text(state)

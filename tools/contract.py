@@ -21,6 +21,7 @@ unknown-outcome rule).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -323,7 +324,7 @@ def from_langchain(
         )
 
     def _config(ctx: ToolContext | None) -> dict[str, Any]:
-        meta = {} if ctx is None else {**ctx.__dict__}
+        meta = {} if ctx is None else dataclasses.asdict(ctx)
         return {"metadata": meta}
 
     def run(ctx: ToolContext | None = None, **kwargs: Any) -> Any:

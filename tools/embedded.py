@@ -160,16 +160,18 @@ def _start(root: Path, port: int, timeout_s: float) -> dict[str, Any] | None:
     (root / "valkey.pid").unlink(missing_ok=True)
     conf = root / "valkey.conf"
     conf.write_text(_config(root, port))
-    subprocess.run(
-        [str(get_binary_path()), str(conf)],
-        cwd=root,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        check=False,
-        timeout=timeout_s,
-    )
+    # Errors before daemonizing (a bad config) go to stderr: keep them in the log.
+    with open(root / "valkey.log", "ab") as log:
+        subprocess.run(
+            [str(get_binary_path()), str(conf)],
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            check=False,
+            timeout=timeout_s,
+        )
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

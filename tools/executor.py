@@ -51,7 +51,7 @@ from agentflow.errors import (
 )
 from agentflow.recording import Recorder, RunContext, ToolCallRecord, ToolOutcome
 from tools.contract import ToolContext, ToolRegistry, ToolSpec
-from tools.keys import derive_key, fingerprint
+from tools.keys import derive_key, fingerprint, key_prefix
 from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore, RetryPolicy
 
 __all__ = ["ExecutionResult", "GuardedExecutor", "ToolCall"]
@@ -93,6 +93,8 @@ class ExecutionResult(BaseModel):
 
 @dataclass(frozen=True)
 class _Begin:
+    """Ask the store for the lease on a key."""
+
     key: str
     fp: str
     lease_s: float
@@ -101,6 +103,8 @@ class _Begin:
 
 @dataclass(frozen=True)
 class _Complete:
+    """Store the output under the key (only while holding the lease)."""
+
     key: str
     token: str
     output: Any
@@ -108,6 +112,8 @@ class _Complete:
 
 @dataclass(frozen=True)
 class _Fail:
+    """Release the key (retryable) or keep it as failed."""
+
     key: str
     token: str
     error: str
@@ -116,6 +122,8 @@ class _Fail:
 
 @dataclass(frozen=True)
 class _Run:
+    """Call the tool once."""
+
     spec: ToolSpec
     kwargs: dict[str, Any]
     ctx: ToolContext
@@ -123,11 +131,15 @@ class _Run:
 
 @dataclass(frozen=True)
 class _Sleep:
+    """Back off before a retry."""
+
     seconds: float
 
 
 @dataclass(frozen=True)
 class _Ran:
+    """What one tool call gave: an output or an error, and how long it took."""
+
     output: Any = None
     error: BaseException | None = None
     latency_ms: float = 0.0
@@ -150,7 +162,7 @@ class GuardedExecutor:
         store: IdempotencyStore | AsyncIdempotencyStore | None,
         *,
         namespace: str | None = None,
-        lease_s: float = 30.0,
+        lease_s: float | None = None,
         retry: RetryPolicy | None = None,
         recorder: Recorder | None = None,
     ) -> None:
@@ -160,8 +172,8 @@ class GuardedExecutor:
         """Idempotency store; None means only ``safe`` calls can run."""
         self.namespace = namespace or (store.namespace if store is not None else "agentflow")
         """Key namespace; defaults to the store's, which must agree with it."""
-        self.lease_s = lease_s
-        """Lease taken per call; must exceed the slowest tool's run time."""
+        self.lease_s = lease_s or (store.lease_s if store is not None else 30.0)
+        """Lease taken per call (default: the store's); must exceed the slowest tool's run."""
         self.retry = retry or RetryPolicy(attempts=3, base_s=0.05, cap_s=1.0)
         """Automatic retries of ``safe`` and ``retry_safe`` calls whose tool says retryable."""
         self.recorder = recorder
@@ -314,6 +326,9 @@ class GuardedExecutor:
             return done(cls, "ok", ran=ran, attempts=n)
 
         key = call.key or derive_key(self.namespace, thread_id, call.step, spec.name, json_args)
+        if not key.startswith(key_prefix(self.namespace)):
+            msg = f"explicit key {key!r} is outside the namespace {self.namespace!r}"
+            return done(cls, "refused", key=key, error=msg)
         if self.store is None:
             msg = str(StoreUnavailableError("no idempotency store is configured"))
             return done(cls, "refused", key=key, error=msg, retryable=True)
@@ -337,7 +352,10 @@ class GuardedExecutor:
                 stored = yield _Complete(key, begin.token, output)
                 warning = None if stored else "lease lost before the result was stored"
             except StoreUnavailableError as exc:
-                warning = f"the tool ran but its result was not stored: {exc}"
+                warning = (
+                    f"the tool ran but its result was not stored ({exc.message}); once the "
+                    "lease ends the outcome counts as unknown and a human decides"
+                )
             return done(
                 cls,
                 "ok",

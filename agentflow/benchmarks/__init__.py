@@ -1,1 +1,1 @@
-"""Benchmarks behind `agentflow bench` (measured, never asserted in tests)."""
+"""Benchmarks behind ``agentflow bench``: each module has ``run(...) -> dict`` of measurements."""

@@ -22,7 +22,11 @@ from agentflow.settings import Settings
 
 __all__ = ["run"]
 
-_TARGETS = {"encoder_head": (20.0, 40.0), "gguf_choice": (150.0, None), "gguf_extract": (1000.0, None)}
+_TARGETS = {
+    "encoder_head": (20.0, 40.0),
+    "gguf_choice": (150.0, None),
+    "gguf_extract": (1000.0, None),
+}
 
 
 class _Ticket(BaseModel):
@@ -62,21 +66,32 @@ def _summary(name: str, samples: list[float]) -> dict[str, Any]:
     stats = percentiles(samples)
     p50_target, p95_target = _TARGETS[name]
     meets = stats["p50_ms"] <= p50_target and (p95_target is None or stats["p95_ms"] <= p95_target)
-    return {**stats, "n": len(samples), "target_p50_ms": p50_target, "target_p95_ms": p95_target,
-            "meets_target": meets}
+    return {
+        **stats,
+        "n": len(samples),
+        "target_p50_ms": p50_target,
+        "target_p95_ms": p95_target,
+        "meets_target": meets,
+    }
 
 
-def run(settings: Settings | None = None, *, n_head: int = 300, n_choice: int = 60,
-        n_extract: int = 10, generative: bool = True) -> dict[str, Any]:
+def run(
+    settings: Settings | None = None,
+    *,
+    n_head: int = 300,
+    n_choice: int = 60,
+    n_extract: int = 10,
+    generative: bool = True,
+) -> dict[str, Any]:
     """Measure the three decision kinds; a JSON-ready report."""
     settings = settings or Settings()
     encoder = load_encoder(settings)
-    examples = loop_examples()
-    head = head_for("loop_evaluator", examples, encoder, settings)
+    examples, extra = loop_examples()
+    head = head_for("loop_evaluator", examples, encoder, settings, extra)
     texts = [ex.text for ex in examples]
     report: dict[str, Any] = {"cores": os.cpu_count(), "n_threads": settings.n_threads}
     report["encoder_head"] = _summary(
-        "encoder_head", _time(lambda i: head.decide(texts[i % len(texts)], encoder), n_head)
+        "encoder_head", _time(lambda i: head.decide(texts[i % len(texts)], encoder, extra=extra[i % len(texts)]), n_head)
     )
     if not generative:
         return report
@@ -88,16 +103,27 @@ def run(settings: Settings | None = None, *, n_head: int = 300, n_choice: int = 
     choices = ["continue", "replan", "done", "escalate"]
     report["gguf_choice"] = _summary(
         "gguf_choice",
-        _time(lambda i: gguf.choose("loop_evaluator", prefix, texts[(i + 7) % len(texts)] + "\nverdict:",
-                                    choices), n_choice),
+        _time(
+            lambda i: gguf.choose(
+                "loop_evaluator", prefix, texts[(i + 7) % len(texts)] + "\nverdict:", choices
+            ),
+            n_choice,
+        ),
     )
     report["gguf_choice"]["prefix_tokens"] = len(gguf.tokenize(prefix))
-    extract_prefix = ("Extract the ticket fields as JSON.\n"
-                      'Message: my order A5 is late, refund $3 now\n{"order_id": "A5", "intent": "refund", '
-                      '"urgent": true, "amount": 3.0}\n')
+    extract_prefix = (
+        "Extract the ticket fields as JSON.\n"
+        'Message: my order A5 is late, refund $3 now\n{"order_id": "A5", "intent": "refund", '
+        '"urgent": true, "amount": 3.0}\n'
+    )
     report["gguf_extract"] = _summary(
         "gguf_extract",
-        _time(lambda i: gguf.extract("extractor", extract_prefix, _MESSAGES[i % len(_MESSAGES)], _Ticket),
-              n_extract, warmup=1),
+        _time(
+            lambda i: gguf.extract(
+                "extractor", extract_prefix, _MESSAGES[i % len(_MESSAGES)], _Ticket
+            ),
+            n_extract,
+            warmup=1,
+        ),
     )
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agentflow.cli import agent, bench, data, demo, eval_, models
+from agentflow.cli import agent, bench, data, demo, eval_, models, review_cmd, serve
 
 app = typer.Typer(
     name="agentflow",
@@ -23,6 +23,10 @@ app.command(name="approvals")(agent.approvals)
 app.command(name="resume")(agent.resume)
 app.command(name="setup")(agent.setup)
 app.command(name="assess")(agent.assess)
+app.command(name="serve")(serve.serve)
+app.command(name="review")(review_cmd.review)
+app.command(name="train")(review_cmd.train)
+app.command(name="report")(review_cmd.report)
 
 
 def main() -> None:

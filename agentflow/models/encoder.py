@@ -34,7 +34,7 @@ class Encoder:
         self._model: Any = SentenceTransformer(str(model.path), device="cpu")
         self._torch = torch
         self._lock = threading.Lock()
-        self.dim: int = int(self._model.get_sentence_embedding_dimension() or 384)
+        self.dim: int = int(self._model.get_embedding_dimension() or 384)
 
     @property
     def name(self) -> str:

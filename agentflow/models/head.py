@@ -34,6 +34,7 @@ __all__ = ["ARTIFACT_FORMAT", "EncoderHead"]
 
 ARTIFACT_FORMAT = "agentflow.head/1"
 _LARGE = 1000  # above this many examples, one stratified holdout calibrates; below, k-fold
+_MIN_CALIBRATION = 20  # fewer held-out predictions than this cannot support a calibration claim
 
 
 def _fit_lr(x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int) -> tuple[Any, Any]:
@@ -101,6 +102,8 @@ class EncoderHead:
     """Cosine similarity below which an input counts as far from the training data."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Training facts: sizes, ECE before/after calibration, seconds."""
+    n_extra: int = 0
+    """Numeric side-features appended to the embedding (0: text only)."""
     sha256: str = ""
     """Hash of the artifact content (set on save/load)."""
 
@@ -115,8 +118,13 @@ class EncoderHead:
         c: float = 10.0,
         seed: int = 0,
         embeddings: NDArray[np.float32] | None = None,
+        extra: NDArray[np.float64] | None = None,
     ) -> EncoderHead:
-        """Fit and calibrate a head on ``examples`` (pass ``embeddings`` to reuse them)."""
+        """Fit and calibrate a head on ``examples`` (pass ``embeddings`` to reuse them).
+
+        ``extra`` holds numeric side-features per example (n, k) that the text alone does
+        not carry well (e.g. "was this the last planned step"); decisions must pass the same.
+        """
         start = time.perf_counter()
         counts = Counter(ex.label for ex in examples)
         if len(counts) < 2:
@@ -126,12 +134,14 @@ class EncoderHead:
             )
         labels = sorted(counts)
         index = {label: i for i, label in enumerate(labels)}
-        x = embeddings if embeddings is not None else encoder.encode([ex.text for ex in examples])
+        emb = embeddings if embeddings is not None else encoder.encode([ex.text for ex in examples])
+        n_extra = 0 if extra is None else int(np.asarray(extra).shape[1])
+        x = emb if extra is None else np.hstack([emb, np.asarray(extra, dtype=np.float32)])
         y = np.array([index[ex.label] for ex in examples], dtype=np.int64)
         held = _heldout_logits(x, y, c, seed)
         metrics: dict[str, Any] = {"n_train": len(examples), "n_labels": len(labels)}
         temperature, calibrated = 1.0, False
-        if held is not None:
+        if held is not None and len(held[1]) >= _MIN_CALIBRATION:
             logits, held_y = held
             raw = softmax(logits)
             temperature = fit_temperature(logits, held_y)
@@ -144,9 +154,9 @@ class EncoderHead:
                 ece=expected_calibration_error(scaled.max(1), scaled.argmax(1) == held_y),
             )
         coef, intercept = _fit_lr(x, y, c, seed)
-        centroids = np.vstack([x[y == i].mean(axis=0) for i in range(len(labels))])
+        centroids = np.vstack([emb[y == i].mean(axis=0) for i in range(len(labels))])
         centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-        nearest = (x @ centroids.T).max(axis=1)
+        nearest = (emb @ centroids.T).max(axis=1)
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         return cls(
             role=role,
@@ -160,24 +170,36 @@ class EncoderHead:
             centroids=centroids.astype(np.float64),
             ood_threshold=float(np.quantile(nearest, 0.02)),
             metrics=metrics,
+            n_extra=n_extra,
         )
 
     # ------------------------------------------------------------------ inference
-    def probabilities(self, embeddings: NDArray[np.float32]) -> NDArray[np.float64]:
-        """Calibrated class probabilities for (n, dim) embeddings."""
-        logits = np.asarray(embeddings, dtype=np.float64) @ self.coef.T + self.intercept
+    def probabilities(
+        self, embeddings: NDArray[np.float32], extra: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]:
+        """Calibrated class probabilities for (n, dim) embeddings (+ (n, n_extra) features)."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        if self.n_extra:
+            if extra is None or np.asarray(extra).shape != (len(x), self.n_extra):
+                raise ArtifactError(f"the {self.role} head needs {self.n_extra} extra features per input",
+                                    hint="pass the same side-features the head was trained with")
+            x = np.hstack([x, np.asarray(extra, dtype=np.float64)])
+        logits = x @ self.coef.T + self.intercept
         return softmax(logits, self.temperature)
 
     def is_far(self, embedding: NDArray[np.float32]) -> bool:
         """True when the input is farther from every training centroid than ~all examples."""
         return bool((self.centroids @ embedding).max() < self.ood_threshold)
 
-    def decide(self, text: str, encoder: Encoder, *, top_k: int = 3) -> Decision[str]:
+    def decide(
+        self, text: str, encoder: Encoder, *, extra: Sequence[float] | None = None, top_k: int = 3
+    ) -> Decision[str]:
         """Embed ``text`` and return the head's decision with its calibrated confidence."""
         start = time.perf_counter()
         self._check_encoder(encoder)
         embedding = encoder.encode_one(text)
-        probs = self.probabilities(embedding[None, :])[0]
+        side = None if extra is None else np.asarray([extra], dtype=np.float64)
+        probs = self.probabilities(embedding[None, :], side)[0]
         order = np.argsort(probs)[::-1][:top_k]
         best = int(order[0])
         return Decision[str](
@@ -215,6 +237,7 @@ class EncoderHead:
             "centroids": np.round(self.centroids, 8).tolist(),
             "ood_threshold": self.ood_threshold,
             "metrics": self.metrics,
+            "n_extra": self.n_extra,
         }
 
     @staticmethod
@@ -266,6 +289,7 @@ class EncoderHead:
             centroids=np.asarray(raw["centroids"], dtype=np.float64),
             ood_threshold=float(raw["ood_threshold"]),
             metrics=dict(raw["metrics"]),
+            n_extra=int(raw.get("n_extra", 0)),
             sha256=actual,
         )
         if encoder is not None:

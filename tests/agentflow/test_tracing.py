@@ -7,6 +7,7 @@ is asserted is what arrived over HTTP, decoded from protobuf.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
 import sys
@@ -15,14 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypedDict
 
+import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langfuse import Langfuse
 from langgraph.graph import END, START, StateGraph
 
 from agentflow.decision import Decision, ModelRef
-from agentflow.recording import ApprovalRecord, NullRecorder, ToolCallRecord
+from agentflow.recording import ApprovalRecord, NullRecorder, RunContext, ToolCallRecord
 from agentflow.settings import Settings
-from agentflow.tracing import TracingSession, trace_id_for, tracing_session
+from agentflow.tracing import LangfuseRecorder, TracingSession, trace_id_for, tracing_session
 from tests.fixtures.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,3 +234,14 @@ def test_tracing_off_records_nothing_and_imports_no_langfuse() -> None:
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert out == [f"{NullRecorder.__name__} [] None None", "[]"]
+
+
+def test_a_tracing_failure_is_logged_and_never_breaks_the_run(
+    otlp_receiver: OtlpReceiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Langfuse(public_key=PUBLIC_KEY, secret_key=SECRET_KEY, base_url=otlp_receiver.base_url)
+    recorder = LangfuseRecorder(client, trace_id="not-a-hex-trace-id")
+    ctx = RunContext(thread_id="t-broken", run_id="r", graph="g", node="router")
+    with caplog.at_level(logging.ERROR, logger="agentflow.tracing"):
+        recorder.decision(ctx, _router_decision("hello"))
+    assert "could not record decision:router for thread t-broken" in caplog.text

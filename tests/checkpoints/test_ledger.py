@@ -378,3 +378,12 @@ class socket_port:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+def test_an_in_memory_ledger_keeps_one_database_across_threads() -> None:
+    ledger = Ledger("sqlite://")
+    ledger.setup()
+    worker = threading.Thread(target=ledger.decision, args=(CTX, _decision(value="from-thread")))
+    worker.start()
+    worker.join()
+    assert [d.value for d in ledger.decisions()] == ["from-thread"]

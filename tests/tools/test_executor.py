@@ -303,6 +303,18 @@ def test_explicit_key_with_other_arguments_is_refused(
     assert r.status == "refused" and "other arguments" in (r.error or "") and len(script.calls) == 1
 
 
+def test_explicit_key_outside_the_namespace_is_refused(ex: GuardedExecutor, script: Script) -> None:
+    call = ToolCall(tool="write", args={"value": 1}, key="someone-else:idem:abc")
+    r = ex.execute(call, "retry_unsafe", thread_id=_tid())
+    assert r.status == "refused" and "namespace" in (r.error or "") and script.calls == []
+
+
+def test_lease_defaults_to_the_stores(valkey_server: ValkeyHandle, script: Script) -> None:
+    s = IdempotencyStore.from_url(valkey_server.url, lease_s=7.5)
+    assert GuardedExecutor(_registry(script), s).lease_s == 7.5
+    s.close()
+
+
 def test_without_a_store_only_safe_calls_run(script: Script) -> None:
     ex = GuardedExecutor(_registry(script), None)
     r = ex.execute(ToolCall(tool="write", args={"value": 1}), "retry_safe", thread_id=_tid())

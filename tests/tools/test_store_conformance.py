@@ -166,14 +166,22 @@ def test_human_can_settle_or_forget_an_unknown_outcome(store: IdempotencyStore, 
     assert store.begin(key, fp).status == "new"
 
 
-def test_retention_ttl_is_set_and_honoured(url: str, ns: str) -> None:
-    s = IdempotencyStore.from_url(url, namespace=ns, retention_s=0.4)
+def test_retention_ttl_is_set_on_every_record(store: IdempotencyStore, ns: str) -> None:
     key, fp = _key(ns)
-    lease = s.begin(key, fp)
-    assert 0 < s.client.pttl(key) <= 400
-    s.complete(key, lease.token or "", "ok")
-    assert 0 < s.client.pttl(key) <= 400
-    time.sleep(0.6)
+    lease = store.begin(key, fp)
+    assert 0 < store.client.pttl(key) <= 3600_000  # an ended lease stays visible, not forever
+    store.complete(key, lease.token or "", "ok")
+    assert 0 < store.client.pttl(key) <= 3600_000
+    failed, fp2 = _key(ns)
+    store.fail(failed, store.begin(failed, fp2).token or "", "no", retryable=False)
+    assert 0 < store.client.pttl(failed) <= 3600_000
+
+
+def test_records_vanish_after_the_retention_window(url: str, ns: str) -> None:
+    s = IdempotencyStore.from_url(url, namespace=ns, retention_s=0.3)
+    key, fp = _key(ns)
+    s.complete(key, s.begin(key, fp).token or "", "ok")
+    time.sleep(0.5)
     assert s.begin(key, fp).status == "new"
     s.close()
 

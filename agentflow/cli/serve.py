@@ -1,0 +1,98 @@
+"""`agentflow serve`: the HTTP API and approval page for one graph (FastAPI + uvicorn)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import typer
+
+from agentflow.cli._output import console, fail
+from agentflow.errors import AgentflowError
+from agentflow.settings import Settings
+
+DEFAULT_GRAPH = "graphs/support.py"
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind first, so ``--port 0`` works and the printed address is the real one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(
+            f"cannot listen on {host}:{port}: {exc} (fix: choose another --port or stop what uses it)"
+        )
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _print_new_token(name: str) -> None:
+    from agentflow.server.auth import hash_token, new_token
+
+    token = new_token()
+    settings = Settings()
+    tokens = {**settings.approver_tokens, name: hash_token(token)}
+    typer.echo(f"token for {name} (shown once, give it to them): {token}")
+    typer.echo("set this on the server (hashes only):")
+    typer.echo(f"AGENTFLOW_APPROVER_TOKENS='{json.dumps(tokens)}'")
+
+
+def serve(
+    graph: str = typer.Option(
+        DEFAULT_GRAPH, "--graph", "-g", help="Graph module to serve (path or dotted)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", "-p", help="Port (0: any free port)."),
+    new_token: str | None = typer.Option(
+        None,
+        "--new-token",
+        metavar="NAME",
+        help="Print a fresh token for approver NAME and the settings line with its hash, then exit.",
+    ),
+) -> None:
+    """Serve the HTTP API and the approval page; prints the address it listens on."""
+    if new_token is not None:
+        _print_new_token(new_token)
+        return
+    import uvicorn
+
+    from agentflow.cli.agent import _weak_llm_warning
+    from agentflow.server.app import create_app, graph_name
+
+    settings = Settings()
+    _weak_llm_warning(settings)
+    if not settings.approver_tokens:
+        console.print(
+            "[yellow]note:[/] no AGENTFLOW_APPROVER_TOKENS: every approval answer will be "
+            "refused; create one with `agentflow serve --new-token NAME`."
+        )
+    sock = _listen(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{bound}"
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                console.print(
+                    f"agentflow serve: graph [bold]{graph_name(graph)}[/] listening on {url}  "
+                    f"(approval page {url}/ , API docs {url}/docs)",
+                    highlight=False,
+                )
+
+    console.print(f"loading {graph} …")
+    try:
+        app = create_app(settings, graph=graph)
+        config: dict[str, Any] = {"log_level": "warning", "lifespan": "on"}
+        _Server(uvicorn.Config(app, **config)).run(sockets=[sock])
+    except AgentflowError as exc:
+        fail(exc)
+    finally:
+        sock.close()

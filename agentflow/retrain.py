@@ -1,0 +1,419 @@
+"""Retrain a role's encoder head from its own traffic, and keep it only if it is not worse.
+
+The training set is the role's examples (a graph's route examples for the router, the
+shipped file for the consequence modeler) plus every labelled
+decision in the ledger: human labels, and LLM verdicts on escalated decisions
+(distillation). :func:`distill` turns each verdict into a ``source="llm"`` label on the
+small-model decision it overrode, so the training data is in the ledger for audit and
+a reviewer's label on the same decision wins. For one text, a human label beats an LLM
+verdict, which beats an example.
+
+:func:`train` holds out a stratified slice, trains a candidate on the rest and scores
+both it and the current head on the slice; the candidate is kept only if it is not
+worse (see :class:`AcceptancePolicy`). A kept head is refit on all the data. Every head
+trained, kept or not, is saved and recorded with its sha256 in ``head_versions``;
+:func:`active_head` is how the builder finds the last kept one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+
+from agentflow.decision import EscalationPolicy
+from agentflow.errors import ArtifactError, ConfigurationError
+from agentflow.examples import Example, stratified_split
+from agentflow.heads import consequence_examples, head_for
+from agentflow.models.calibration import expected_calibration_error
+from agentflow.models.encoder import Encoder, load_encoder
+from agentflow.models.head import EncoderHead
+from agentflow.settings import Settings
+from checkpoints.ledger import Ledger
+from checkpoints.rows import LabeledInput
+from checkpoints.savers import parse_database_url
+
+__all__ = [
+    "AcceptancePolicy",
+    "HeadScore",
+    "TrainResult",
+    "TrainingRow",
+    "active_head",
+    "current_head",
+    "distill",
+    "role_examples",
+    "score_head",
+    "threshold_for",
+    "train",
+    "training_rows",
+]
+
+_log = logging.getLogger(__name__)
+
+TrainingSource = Literal["example", "llm", "human"]
+"""Where a training row came from, weakest first."""
+
+_PRIORITY: dict[TrainingSource, int] = {"example": 0, "llm": 1, "human": 2}
+_THRESHOLDS = {"router": "router_threshold", "consequence_modeler": "consequence_threshold"}
+
+
+class TrainingRow(NamedTuple):
+    """One text with its label and where the label came from."""
+
+    text: str
+    """What the head reads."""
+    label: str
+    """What it should decide."""
+    source: TrainingSource
+    """example, llm (a distilled verdict) or human (a reviewer's label)."""
+
+
+class HeadScore(BaseModel):
+    """How a head does on held-out rows, under the role's escalation policy."""
+
+    n: int
+    """Held-out rows scored."""
+    accuracy: float
+    """Share whose top choice is right."""
+    coverage: float
+    """Share the head is trusted on (handled without the LLM)."""
+    handled_correctly: float
+    """Share handled without the LLM *and* right: coverage that counts."""
+    confident_errors: float
+    """Share handled without the LLM but wrong: the mistakes nobody checks."""
+    ece: float
+    """Expected calibration error of the top choice."""
+
+
+@dataclass(frozen=True)
+class AcceptancePolicy:
+    """When a retrained head replaces the current one."""
+
+    test_size: float = 0.25
+    """Share of every label held out for the comparison."""
+    seed: int = 0
+    """Seed of the held-out split (the split is deterministic)."""
+    tolerance: float = 0.0
+    """How much worse a metric may be and still count as "not worse"."""
+
+    def accepts(self, old: HeadScore | None, new: HeadScore) -> tuple[bool, str]:
+        """Whether ``new`` is not worse than ``old``, and why.
+
+        Compared: accuracy, handled-correctly (coverage that counts only right answers:
+        raw coverage would reward a head for being confidently wrong on a class it never
+        saw) and confident errors.
+        """
+        if new.n == 0:
+            return False, "no held-out rows to compare on: label more decisions"
+        if old is None:
+            return True, "no current head to compare with"
+        worse = [
+            name
+            for name, new_v, old_v in (
+                ("accuracy", new.accuracy, old.accuracy),
+                ("handled_correctly", new.handled_correctly, old.handled_correctly),
+                ("confident_errors", -new.confident_errors, -old.confident_errors),
+            )
+            if new_v < old_v - self.tolerance
+        ]
+        if worse:
+            return False, "worse than the current head on " + ", ".join(worse)
+        return True, "not worse on accuracy, handled_correctly and confident_errors"
+
+
+class TrainResult(BaseModel):
+    """What one retraining did."""
+
+    role: str
+    """Role retrained."""
+    accepted: bool
+    """Whether the new head replaced the current one."""
+    reason: str
+    """Why it was kept or not."""
+    version_id: int
+    """Id of its ``head_versions`` row."""
+    path: str
+    """Where the artifact was saved."""
+    sha256: str
+    """sha256 of the artifact."""
+    old_sha256: str | None
+    """sha256 of the head it was compared with."""
+    old: HeadScore | None
+    """The current head on the held-out rows."""
+    new: HeadScore
+    """The candidate on the held-out rows."""
+    n_train: int
+    """Rows the candidate was trained on."""
+    n_heldout: int
+    """Rows held out for the comparison."""
+    sources: dict[str, int] = Field(default_factory=dict)
+    """Training rows by source: example, llm, human."""
+    distilled: int = 0
+    """LLM verdicts turned into labels by this run."""
+    dropped: int = 0
+    """Labelled rows left out (a value the role cannot take)."""
+    labels: list[str] = Field(default_factory=list)
+    """Classes of the new head."""
+    threshold: float = 0.8
+    """Escalation threshold the heads were scored under."""
+
+
+def threshold_for(role: str, settings: Settings) -> float:
+    """The role's escalation threshold from the settings (0.8 for roles without one)."""
+    name = _THRESHOLDS.get(role)
+    return float(getattr(settings, name)) if name else 0.8
+
+
+def role_examples(role: str, graph: str | None = None) -> tuple[list[Example], frozenset[str]]:
+    """A role's examples and the values it may take (a router's come from ``graph``)."""
+    if role == "router":
+        if not graph:
+            raise ConfigurationError(
+                "the router's examples are the routes of a graph", hint="pass --graph PATH"
+            )
+        from agentflow.runtime import load_graph_module  # top floor: keeps builder -> here acyclic
+
+        routes_fn = getattr(load_graph_module(graph), "routes", None)
+        if not callable(routes_fn):
+            raise ConfigurationError(
+                f"graph module {graph} has no routes() function",
+                hint="expose routes() -> list[nodes.router.Route] in the graph module",
+            )
+        routes = list(routes_fn())
+        examples = [Example(text=t, label=r.name) for r in routes for t in r.examples]
+        return examples, frozenset(r.name for r in routes)
+    if role == "consequence_modeler":
+        examples = consequence_examples()
+        return examples, frozenset(ex.label for ex in examples)
+    why = (
+        "its head also reads step counts, which decisions do not record"
+        if role == "loop_evaluator"
+        else "it has no text-only encoder head"
+    )
+    raise ConfigurationError(
+        f"the {role} cannot be retrained from the ledger: {why}",
+        hint="retrain the router or the consequence_modeler",
+    )
+
+
+def distill(ledger: Ledger, role: str) -> int:
+    """Label each small-model decision the LLM overrode with the LLM's verdict.
+
+    Idempotent: a decision that already has an LLM label is skipped. Returns how many
+    labels were added.
+    """
+    done = {lbl.decision_id for lbl in ledger.labels(role=role) if lbl.source == "llm"}
+    added = 0
+    for episode in ledger.episodes(role):
+        verdict = episode.verdict
+        if verdict is None or episode.id in done:
+            continue
+        ledger.add_label(episode.id, verdict.value, verdict.model_name or "llm", source="llm")
+        added += 1
+    return added
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def training_rows(
+    examples: Sequence[Example], labelled: Sequence[LabeledInput], allowed: Collection[str]
+) -> tuple[list[TrainingRow], int]:
+    """Merge examples and ledger labels, one row per text; returns the rows and how many
+    labels were dropped for naming a value the role cannot take."""
+    rows: dict[str, TrainingRow] = {}
+    dropped = 0
+
+    def put(row: TrainingRow) -> None:
+        held = rows.get(row.text)
+        if held is None or _PRIORITY[row.source] >= _PRIORITY[held.source]:
+            rows[row.text] = row
+
+    for ex in examples:
+        put(TrainingRow(ex.text, ex.label, "example"))
+    for item in labelled:
+        if not isinstance(item.value, str) or item.value not in allowed or item.input is None:
+            dropped += 1
+            continue
+        put(TrainingRow(_text(item.input), item.value, item.source))
+    return list(rows.values()), dropped
+
+
+def score_head(
+    head: EncoderHead, embeddings: NDArray[np.float32], gold: Sequence[str], threshold: float
+) -> HeadScore:
+    """Score ``head`` on embedded rows, trusting it exactly as ``EscalationPolicy`` would."""
+    if len(gold) == 0:
+        return HeadScore(
+            n=0, accuracy=0, coverage=0, handled_correctly=0, confident_errors=0, ece=0
+        )
+    policy = EscalationPolicy(threshold=threshold)
+    probs = head.probabilities(embeddings)
+    conf = probs.max(axis=1)
+    correct = np.array(head.labels)[probs.argmax(axis=1)] == np.array(gold)
+    trusted = conf >= policy.threshold
+    if policy.require_calibrated and not head.calibrated:
+        trusted[:] = False
+    return HeadScore(
+        n=len(gold),
+        accuracy=round(float(correct.mean()), 4),
+        coverage=round(float(trusted.mean()), 4),
+        handled_correctly=round(float((trusted & correct).mean()), 4),
+        confident_errors=round(float((trusted & ~correct).mean()), 4),
+        ece=round(expected_calibration_error(conf, correct), 4),
+    )
+
+
+def _artifact(path: str, settings: Settings) -> Path:
+    recorded = Path(path)
+    # A data folder moved with its database still finds its heads.
+    moved = Path(settings.data_dir) / "heads" / recorded.name
+    return moved if not recorded.exists() and moved.exists() else recorded
+
+
+def active_head(
+    role: str,
+    settings: Settings,
+    encoder: Encoder,
+    *,
+    labels: Collection[str] | None = None,
+    ledger: Ledger | None = None,
+) -> EncoderHead | None:
+    """The last head ``agentflow train`` kept for ``role``, verified by its recorded sha256.
+
+    None when nothing was retrained yet (or the database does not exist). With
+    ``labels`` (a graph's route names), a head that decides values outside them is
+    stale (routes changed since) and ignored. A missing, modified or other-encoder
+    artifact raises :class:`~agentflow.errors.ArtifactError`.
+    """
+    db = parse_database_url(settings.resolved_database_url)
+    if db.kind == "sqlite" and not (db.sqlite_path and Path(db.sqlite_path).exists()):
+        return None  # never create a database just to find out it holds no heads
+    own = ledger is None
+    ledger = ledger or Ledger.from_settings(settings)
+    try:
+        if ledger.revision() is None:
+            return None
+        kept = [v for v in ledger.head_versions(role) if v.accepted]
+    finally:
+        if own:
+            ledger.close()
+    if not kept:
+        return None
+    head = EncoderHead.load(
+        _artifact(kept[-1].path, settings), encoder, expected_sha256=kept[-1].sha256
+    )
+    if labels is not None and not set(head.labels) <= set(labels):
+        _log.warning(
+            "ignoring retrained %s head %s: it decides %s, not among %s (retrain it)",
+            role,
+            head.sha256[:12],
+            sorted(set(head.labels) - set(labels)),
+            sorted(labels),
+        )
+        return None
+    return head
+
+
+def current_head(
+    role: str,
+    settings: Settings,
+    encoder: Encoder,
+    graph: str | None = None,
+    ledger: Ledger | None = None,
+) -> EncoderHead:
+    """The head the builder would use: the last kept retrained one, else the examples' head."""
+    examples, allowed = role_examples(role, graph)
+    head = active_head(role, settings, encoder, labels=allowed, ledger=ledger)
+    return head or head_for(role, examples, encoder, settings)
+
+
+def train(
+    role: str,
+    settings: Settings,
+    *,
+    graph: str | None = None,
+    encoder: Encoder | None = None,
+    ledger: Ledger | None = None,
+    policy: AcceptancePolicy = AcceptancePolicy(),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> TrainResult:
+    """Distill, retrain, compare on a held-out slice, save and record the new head."""
+    note = progress or (lambda _stage, _done, _total: None)
+    examples, allowed = role_examples(role, graph)
+    encoder = encoder or load_encoder(settings)
+    own = ledger is None
+    ledger = ledger or Ledger.from_settings(settings)
+    try:
+        note("distill", 0, 1)
+        distilled = distill(ledger, role)
+        rows, dropped = training_rows(examples, ledger.labels_for(role), allowed)
+        try:
+            old: EncoderHead | None = current_head(role, settings, encoder, graph, ledger)
+        except ArtifactError as exc:  # e.g. trained on another encoder: nothing to compare with
+            _log.warning("not comparing with the current %s head: %s", role, exc)
+            old = None
+        texts = [r.text for r in rows]
+        note("encode", 0, len(texts))
+        x_all = encoder.encode(texts)
+        index = {t: i for i, t in enumerate(texts)}
+        fit, held = stratified_split(
+            [Example(text=r.text, label=r.label) for r in rows], policy.test_size, policy.seed
+        )
+        x_fit = x_all[[index[e.text] for e in fit]]
+        x_held = x_all[[index[e.text] for e in held]]
+        gold = [e.label for e in held]
+        note("train", 0, 2)
+        candidate = EncoderHead.train(fit, encoder, role, embeddings=x_fit)
+        threshold = threshold_for(role, settings)
+        new_score = score_head(candidate, x_held, gold, threshold)
+        old_score = score_head(old, x_held, gold, threshold) if old is not None else None
+        accepted, reason = policy.accepts(old_score, new_score)
+        note("train", 1, 2)
+        head = (
+            EncoderHead.train(
+                [Example(text=r.text, label=r.label) for r in rows], encoder, role, embeddings=x_all
+            )
+            if accepted
+            else candidate
+        )
+        path = (Path(settings.data_dir) / "heads" / f"{role}-{time.time_ns()}.json").resolve()
+        result = TrainResult(
+            role=role,
+            accepted=accepted,
+            reason=reason,
+            version_id=0,
+            path=str(path),
+            sha256=head.save(path),
+            old_sha256=old.sha256 if old else None,
+            old=old_score,
+            new=new_score,
+            n_train=len(fit),
+            n_heldout=len(held),
+            distilled=distilled,
+            sources=dict(Counter(r.source for r in rows)),
+            dropped=dropped,
+            labels=head.labels,
+            threshold=threshold,
+        )
+        metrics = {
+            **result.model_dump(mode="json", exclude={"role", "accepted", "version_id", "path"}),
+            **{"graph": graph, "seed": policy.seed, "tolerance": policy.tolerance},
+            "artifact": "refit on all rows" if accepted else "the candidate scored above",
+        }
+        version_id = ledger.record_head_version(role, result.sha256, str(path), metrics, accepted)
+        note("train", 2, 2)
+    finally:
+        if own:
+            ledger.close()
+    return result.model_copy(update={"version_id": version_id})

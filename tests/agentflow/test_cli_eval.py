@@ -1,0 +1,51 @@
+"""`agentflow eval router` on real BANKING77 rows, through the real CLI entry point."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from agentflow.cli import app
+
+BANKING = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77" / "train.csv"
+
+
+def test_eval_router_reports_every_metric(tmp_path: Path) -> None:
+    with BANKING.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if r["category"] in
+                ("card_arrival", "exchange_rate", "pin_blocked", "top_up_failed", "lost_or_stolen_card")]
+    # Make one label out-of-scope: it is absent from training and must fall below the threshold.
+    train = [r for r in rows[::2] if r["category"] != "lost_or_stolen_card"]
+    test = rows[1::2]
+    for name, part in (("train", train), ("test", test)):
+        with (tmp_path / f"{name}.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["utterance", "intent"])
+            w.writerows([(r["text"], r["category"]) for r in part])
+    result = CliRunner().invoke(app, [
+        "eval", "router", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
+        "--text-col", "utterance", "--label-col", "intent", "--oos-label", "lost_or_stolen_card",
+        "--latency-samples", "200", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == len(test)
+    assert report["accuracy"] >= 0.9
+    assert 0 < report["coverage"] <= 1 and report["accuracy_on_covered"] >= report["accuracy"]
+    # Out-of-scope rows are counted apart: they neither help nor hurt accuracy.
+    assert report["n_in_scope"] == sum(r["category"] != "lost_or_stolen_card" for r in test)
+    assert report["oos_escalation_rate"] is not None and 0.0 <= report["oos_escalation_rate"] <= 1.0
+    assert 0 <= report["ece"] < 0.2
+    assert report["p50_ms"] > 0 and report["p95_ms"] >= report["p50_ms"]
+    assert report["latency_samples"] >= 200 and report["train_seconds"] > 0
+
+
+def test_eval_router_bad_file_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    result = CliRunner().invoke(app, ["eval", "router", "--train", str(bad), "--json"])
+    assert result.exit_code == 1
+    assert "lacks column" in result.output

@@ -1,0 +1,49 @@
+"""Crash test: SIGKILL the refund path at random points (and right after the payment),
+resume every thread from its checkpoint, and count payments in the back office's own
+SQLite file. Real processes, real SQLite, real Valkey, real MiniLM heads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from checkpoints.ledger import Ledger
+from checkpoints.savers import setup_savers
+
+HARNESS = Path(__file__).with_name("crash_harness.py")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_sigkill_never_duplicates_a_payment_and_loses_no_run(tmp_path: Path, valkey_server: Any) -> None:
+    db = f"sqlite:///{tmp_path}/db.sqlite"
+    setup_savers(db)
+    Ledger(db).setup()
+    env = {
+        **os.environ,
+        "AGENTFLOW_DATA_DIR": str(tmp_path / "af"),
+        "AGENTFLOW_DATABASE_URL": db,
+        "AGENTFLOW_REDIS_URL": valkey_server.url,
+        "AGENTFLOW_SUPPORT_DB": str(tmp_path / "support.db"),
+        "AGENTFLOW_LEASE_SECONDS": "1.5",
+        "AGENTFLOW_NAMESPACE": f"crash-{tmp_path.name}",
+    }
+    proc = subprocess.run([sys.executable, str(HARNESS), "--trials", "51", "--seed", "7"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    print({k: v for k, v in report.items() if k != "trials"})
+    assert report["runs"] >= 50
+    assert report["kills_after_effect"] >= 15  # the window between effect and stored result
+    assert report["kills"] >= 30
+    assert report["duplicates"] == 0
+    assert report["lost"] == 0
+    for t in report["trials"]:
+        assert t["effects"] <= 1, t
+        if t["status"] == "done":
+            assert t["effects"] == 1, t  # a finished approved refund paid exactly once
+        else:  # flagged for a human: the lease expired without a stored result
+            assert "unknown" in (t["outcome"] or ""), t

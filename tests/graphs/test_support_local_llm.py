@@ -1,0 +1,57 @@
+"""Every route of the support agent with real local models in every role, the LLM
+included (the embedded Gemma GGUF, the weak default)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agentflow.runtime import AgentRuntime
+from agentflow.settings import Settings
+from checkpoints.ledger import Ledger
+from checkpoints.savers import setup_savers
+from graphs import support
+from nodes.approval import ApprovalAnswer
+
+MESSAGES = {
+    "order_status": "Where is order A10234? Tracking hasn't updated",
+    "change_address": "Please send order {processing} to 22 Baker Street, London NW1 6XE instead",
+    "cancel_subscription": "Cancel my plan at the end of the billing period please",
+    "refund": "Order 58812 came broken, refund $30 please",
+    "pricing": "What does the Team plan cost per seat and is there an annual discount?",
+    "complaint": "I am furious. Nobody answers my emails and my order is lost. Get me a manager.",
+}
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory: pytest.TempPathFactory, valkey_server: Any) -> Iterator[AgentRuntime]:
+    tmp = tmp_path_factory.mktemp("local-llm")
+    settings = Settings(database_url=f"sqlite:///{tmp}/db.sqlite", redis_url=valkey_server.url,
+                        namespace="local-llm")
+    os.environ["AGENTFLOW_SUPPORT_DB"] = str(tmp / "support.db")
+    support.store.cache_clear()
+    setup_savers(settings.resolved_database_url)
+    Ledger(settings.resolved_database_url).setup()
+    with AgentRuntime.open("graphs/support.py", settings=settings) as runtime:  # llm: local GGUF
+        yield runtime
+    os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
+    support.store.cache_clear()
+
+
+@pytest.mark.parametrize("route", list(MESSAGES))
+def test_every_route_with_real_local_models(rt: AgentRuntime, route: str) -> None:
+    with support.store()._connect() as conn:
+        processing = conn.execute("SELECT order_id FROM orders WHERE status='processing' LIMIT 1").fetchone()[0]
+    res = rt.run(MESSAGES[route].format(processing=processing))
+    assert res.route == route, res.decisions
+    if res.pending_approval:
+        p = res.pending_approval
+        res = rt.answer(res.thread_id, ApprovalAnswer(approval_id=p["approval_id"], decision="approve",
+                                                      approver="tester", digest=p["digest"]))
+    assert res.status == "done", res.outcome
+    assert res.outcome  # an answer was written, templated or by the local LLM
+    if route in ("pricing", "complaint"):
+        assert res.llm_calls >= 1 and res.llm_tokens > 0

@@ -1,0 +1,146 @@
+"""Set-up shared by the server tests: one support-agent runtime, its app, and a live server.
+
+Everything is real except the LLM (a langchain-core fake chat model): MiniLM heads,
+SQLite checkpoints, ledger and back office, Valkey. Trained heads are kept in pytest's
+cache folder (they are keyed by the sha256 of their encoder and examples, so a reused
+head is the head the examples would train) and linked into each test's data folder:
+training three heads on 2 CPU cores takes minutes, loading them takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from agentflow.runtime import AgentRuntime
+from agentflow.server import create_app
+from agentflow.server.auth import hash_token
+from agentflow.settings import Settings
+from agentflow.tracing import trace_id_for
+from checkpoints.ledger import Ledger
+from checkpoints.savers import setup_savers
+from graphs import support
+
+TOKENS = {"sam": "sam-secret-token", "eve": "eve-secret-token"}
+"""Approver name -> bearer token; the settings hold only the hashes."""
+LLM_TEXT = "Thanks for reaching out: our Pro plan is $29 a month."
+"""What the fake LLM answers."""
+TRACE_BASE = "https://langfuse.invalid/project/p/traces/"
+"""Where the test trace links point (never fetched)."""
+
+
+def data_dir_with_heads(root: Path, heads: Path) -> Path:
+    """A fresh data folder whose ``heads/`` is the shared cache of trained heads."""
+    root.mkdir(parents=True, exist_ok=True)
+    link = root / "heads"
+    if not link.exists():
+        link.symlink_to(heads, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def heads_cache(request: pytest.FixtureRequest) -> Path:
+    """Trained heads shared across sessions (pytest's cache folder)."""
+    return Path(request.config.cache.mkdir("agentflow-heads"))
+
+
+@dataclass(frozen=True)
+class SupportEnv:
+    """Where one support agent keeps everything."""
+
+    settings: Settings
+    """Settings with a temporary database, data folder and the test Valkey."""
+    support_db: Path
+    """The back office's SQLite file."""
+
+
+@pytest.fixture(scope="package")
+def support_env(
+    tmp_path_factory: pytest.TempPathFactory, valkey_server: Any, heads_cache: Path
+) -> Iterator[SupportEnv]:
+    """A set-up database and back office for the support agent."""
+    tmp = tmp_path_factory.mktemp("server")
+    settings = Settings(
+        data_dir=data_dir_with_heads(tmp / "af", heads_cache),
+        database_url=f"sqlite:///{tmp}/agentflow.db",
+        redis_url=valkey_server.url,
+        approver_tokens={name: hash_token(token) for name, token in TOKENS.items()},
+    )
+    old = os.environ.get("AGENTFLOW_SUPPORT_DB")
+    os.environ["AGENTFLOW_SUPPORT_DB"] = str(tmp / "support.db")
+    support.store.cache_clear()
+    setup_savers(settings.resolved_database_url)
+    Ledger(settings.resolved_database_url).setup()
+    yield SupportEnv(settings=settings, support_db=tmp / "support.db")
+    support.store.cache_clear()
+    if old is None:
+        os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
+    else:
+        os.environ["AGENTFLOW_SUPPORT_DB"] = old
+
+
+@pytest.fixture(scope="package")
+def runtime(support_env: SupportEnv) -> Iterator[AgentRuntime]:
+    """The support agent, open on ``support_env`` with a fake LLM."""
+    llm = FakeListChatModel(responses=[LLM_TEXT])
+    with AgentRuntime.open("graphs/support.py", settings=support_env.settings, llm=llm) as rt:
+        yield rt
+
+
+@pytest.fixture(scope="package")
+def app(support_env: SupportEnv, runtime: AgentRuntime) -> FastAPI:
+    """The API and page over the shared runtime (which outlives each app start)."""
+    return create_app(
+        support_env.settings,
+        runtime_factory=lambda _graph, _settings: nullcontext(runtime),
+        trace_links=lambda thread_id: TRACE_BASE + trace_id_for(thread_id),
+    )
+
+
+@pytest.fixture(scope="package")
+def client(app: FastAPI) -> Iterator[TestClient]:
+    """An in-process HTTP client (the app started and stopped around the package)."""
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="package")
+def live_url(app: FastAPI) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port, in a thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+    sock.close()
+
+
+def refund_count(env: SupportEnv, order_id: str | None = None) -> int:
+    """Refund rows in the back office's SQLite file (all, or one order's)."""
+    with closing(sqlite3.connect(env.support_db)) as db:
+        if order_id is None:
+            return int(db.execute("SELECT COUNT(*) FROM refunds").fetchone()[0])
+        sql = "SELECT COUNT(*) FROM refunds WHERE order_id = ?"
+        return int(db.execute(sql, (order_id,)).fetchone()[0])
