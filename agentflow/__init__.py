@@ -1,1 +1,127 @@
-"""agentflow: SLM-first agentic workflows on LangGraph."""
+"""agentflow: SLM-first agentic workflows on LangGraph.
+
+The core (settings, errors, decisions, consequence classes, state, recording) is imported
+eagerly. The top floor (the ``agent`` builder, the runtime, tools and node types) is
+exported lazily, because ``nodes/``, ``tools/`` and ``checkpoints/`` themselves import the
+core, and importing them here eagerly would make every such import circular.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from agentflow.consequence import ConsequenceClass, ToolAnnotations, apply_floor
+from agentflow.decision import Decision, EscalationPolicy, ModelRef, Resolution, resolve
+from agentflow.errors import (
+    AgentflowError,
+    ApprovalError,
+    ArtifactError,
+    ConfigurationError,
+    DataError,
+    DigestMismatchError,
+    IdempotencyError,
+    KeyInFlightError,
+    KeyMismatchError,
+    LedgerError,
+    ModelError,
+    ModelIntegrityError,
+    ModelNotFoundError,
+    ModelOutputError,
+    OutcomeUnknownError,
+    StoreUnavailableError,
+    ToolError,
+    ToolExecutionError,
+    ToolRegistrationError,
+    UnknownApprovalError,
+)
+from agentflow.recording import Recorder, RunContext
+from agentflow.settings import Settings, get_settings
+from agentflow.state import AgentState, Plan, PlanStep
+
+if TYPE_CHECKING:
+    from agentflow.builder import AgentParts, agent
+    from agentflow.runtime import AgentRuntime, RunResult
+    from nodes.approval import ApprovalAnswer, ApprovalRequest
+    from nodes.loop_evaluator import LoopGuards
+    from nodes.planner import Flow
+    from nodes.router import Route
+    from tools.contract import ToolContext, ToolRegistry, ToolSpec, tool
+    from tools.executor import GuardedExecutor
+
+_LAZY = {
+    "agent": "agentflow.builder",
+    "AgentParts": "agentflow.builder",
+    "AgentRuntime": "agentflow.runtime",
+    "RunResult": "agentflow.runtime",
+    "ApprovalAnswer": "nodes.approval",
+    "ApprovalRequest": "nodes.approval",
+    "LoopGuards": "nodes.loop_evaluator",
+    "Flow": "nodes.planner",
+    "Route": "nodes.router",
+    "ToolContext": "tools.contract",
+    "ToolRegistry": "tools.contract",
+    "ToolSpec": "tools.contract",
+    "tool": "tools.contract",
+    "GuardedExecutor": "tools.executor",
+}
+
+__all__ = [
+    "AgentParts",
+    "AgentRuntime",
+    "AgentState",
+    "AgentflowError",
+    "ApprovalAnswer",
+    "ApprovalError",
+    "ApprovalRequest",
+    "ArtifactError",
+    "ConfigurationError",
+    "ConsequenceClass",
+    "DataError",
+    "Decision",
+    "DigestMismatchError",
+    "EscalationPolicy",
+    "Flow",
+    "GuardedExecutor",
+    "IdempotencyError",
+    "KeyInFlightError",
+    "KeyMismatchError",
+    "LedgerError",
+    "LoopGuards",
+    "ModelError",
+    "ModelIntegrityError",
+    "ModelNotFoundError",
+    "ModelOutputError",
+    "ModelRef",
+    "OutcomeUnknownError",
+    "Plan",
+    "PlanStep",
+    "Recorder",
+    "Resolution",
+    "Route",
+    "RunContext",
+    "RunResult",
+    "Settings",
+    "StoreUnavailableError",
+    "ToolAnnotations",
+    "ToolContext",
+    "ToolError",
+    "ToolExecutionError",
+    "ToolRegistrationError",
+    "ToolRegistry",
+    "ToolSpec",
+    "UnknownApprovalError",
+    "agent",
+    "apply_floor",
+    "get_settings",
+    "resolve",
+    "tool",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agentflow' has no attribute {name!r}")

@@ -19,12 +19,13 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 
+from agentflow.decision import EscalationPolicy
+from agentflow.examples import Example
 from agentflow.heads import consequence_examples, head_for, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
+from agentflow.models.head import EncoderHead
 from agentflow.recording import NullRecorder, Recorder
 from agentflow.settings import Settings
-from agentflow.examples import Example
-from agentflow.decision import EscalationPolicy
 from agentflow.state import AgentState
 from nodes._common import NodeEnv
 from nodes.act import act_node
@@ -67,6 +68,16 @@ def _executor(tools: ToolRegistry, settings: Settings, recorder: Recorder) -> Gu
     return GuardedExecutor(tools, store, lease_s=settings.lease_seconds, recorder=recorder)
 
 
+def _router_head(
+    routes: Sequence[Route], examples: list[Example], encoder: Encoder, settings: Settings
+) -> EncoderHead:
+    """The head `agentflow train` last kept for these routes, else one trained on the examples."""
+    from agentflow.retrain import active_head
+
+    kept = active_head("router", settings, encoder, labels=[r.name for r in routes])
+    return kept if kept is not None else head_for("router", examples, encoder, settings)
+
+
 def agent(
     routes: Sequence[Route],
     tools: ToolRegistry | Iterable[ToolSpec],
@@ -98,18 +109,29 @@ def agent(
     route_examples = [Example(text=t, label=r.name) for r in routes for t in r.examples]
     use = slm_roles
     router = Router(
-        routes, encoder=encoder,
-        head=head_for("router", route_examples, encoder, settings) if use and route_examples else None,
-        llm=llm, policy=EscalationPolicy(threshold=settings.router_threshold),
+        routes,
+        encoder=encoder,
+        head=_router_head(routes, route_examples, encoder, settings)
+        if use and route_examples
+        else None,
+        llm=llm,
+        policy=EscalationPolicy(threshold=settings.router_threshold),
     )
     loop_rows, loop_extra = loop_examples()
     loop = LoopEvaluator(
         head=head_for("loop_evaluator", loop_rows, encoder, settings, loop_extra) if use else None,
-        encoder=encoder, llm=llm, guards=guards, threshold=settings.loop_threshold,
+        encoder=encoder,
+        llm=llm,
+        guards=guards,
+        threshold=settings.loop_threshold,
     )
     modeler = ConsequenceModeler(
-        head=head_for("consequence_modeler", consequence_examples(), encoder, settings) if use else None,
-        encoder=encoder, llm=llm, threshold=settings.consequence_threshold,
+        head=head_for("consequence_modeler", consequence_examples(), encoder, settings)
+        if use
+        else None,
+        encoder=encoder,
+        llm=llm,
+        threshold=settings.consequence_threshold,
     )
     executor = executor or _executor(registry, settings, recorder)
     flows = {r.name: r.target for r in routes if isinstance(r.target, Flow)}
@@ -120,21 +142,28 @@ def agent(
         return registry.get(tool).definition() if tool in registry else None
 
     g = StateGraph(AgentState)
-    g.add_node("router", router_node(router, env))
-    g.add_node("planner", planner_node(flows, registry, llm, env))
-    g.add_node("consequence", consequence_node(modeler, definition, env))
-    g.add_node("approval", approval_node(registry, env))
-    g.add_node("act", act_node(executor, env))
-    g.add_node("loop", loop_node(loop, env))
-    g.add_node("respond", respond_node(flows, indexes, llm, env))
-    g.add_node("escalation", escalation_node(llm, env))
+    nodes: dict[str, Any] = {
+        "router": router_node(router, env),
+        "planner": planner_node(flows, registry, llm, env),
+        "consequence": consequence_node(modeler, definition, env),
+        "approval": approval_node(registry, env),
+        "act": act_node(executor, env),
+        "loop": loop_node(loop, env),
+        "respond": respond_node(flows, indexes, llm, env),
+        "escalation": escalation_node(llm, env),
+    }
+    for node_name, node in nodes.items():
+        g.add_node(node_name, node)
 
     g.add_edge(START, "router")
     g.add_conditional_edges(
-        "router", lambda s: "planner" if s.get("route") in planned else "respond", ["planner", "respond"]
+        "router",
+        lambda s: "planner" if s.get("route") in planned else "respond",
+        ["planner", "respond"],
     )
     g.add_conditional_edges(
-        "planner", lambda s: "escalation" if s.get("loop_verdict") == "escalate" else "consequence",
+        "planner",
+        lambda s: "escalation" if s.get("loop_verdict") == "escalate" else "consequence",
         ["escalation", "consequence"],
     )
 
@@ -150,8 +179,9 @@ def agent(
         return {"rejected": "respond", "replan": "planner"}.get(verdict or "", "act")
 
     g.add_conditional_edges("approval", after_approval, ["respond", "planner", "act"])
-    g.add_conditional_edges("act", lambda s: "respond" if s.get("status") == "failed" else "loop",
-                            ["respond", "loop"])
+    g.add_conditional_edges(
+        "act", lambda s: "respond" if s.get("status") == "failed" else "loop", ["respond", "loop"]
+    )
     g.add_conditional_edges(
         "loop",
         lambda s: {"continue": "consequence", "replan": "planner", "done": "respond"}.get(
@@ -161,5 +191,7 @@ def agent(
     )
     g.add_edge("respond", END)
     g.add_edge("escalation", END)
-    parts = AgentParts(router=router, loop=loop, consequence=modeler, executor=executor, tools=registry)
+    parts = AgentParts(
+        router=router, loop=loop, consequence=modeler, executor=executor, tools=registry
+    )
     return g, parts

@@ -91,13 +91,56 @@ def evaluate_router(
             if oos_label is not None and oos.any()
             else None
         ),
-        "ece": round(
-            expected_calibration_error(conf[in_scope], correct[in_scope]), 4
-        ),
+        "ece": round(expected_calibration_error(conf[in_scope], correct[in_scope]), 4),
         "ece_heldout_train": head.metrics.get("ece"),
         "temperature": round(head.temperature, 4),
         **percentiles(samples),
         "latency_samples": n,
         "train_seconds": head.metrics["train_seconds"],
         "cores": os.cpu_count(),
+    }
+
+
+def evaluate_grouped(
+    role: str,
+    examples: Sequence[Example],
+    groups: Sequence[str],
+    encoder: Encoder,
+    *,
+    extra: np.ndarray | None = None,
+    test_share: float = 0.2,
+    threshold: float = 0.8,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Hold out whole groups (tools, goals) so the test rows are truly unseen, then report
+    accuracy, coverage at the threshold, accuracy on covered rows, ECE and per-class recall."""
+    rng = np.random.default_rng(seed)
+    names = sorted(set(groups))
+    held = set(rng.choice(names, size=max(1, int(len(names) * test_share)), replace=False).tolist())
+    test_mask = np.array([g in held for g in groups])
+    x = encoder.encode([ex.text for ex in examples])
+    train = [ex for ex, t in zip(examples, test_mask, strict=True) if not t]
+    head = EncoderHead.train(
+        train,
+        encoder,
+        role,
+        embeddings=x[~test_mask],
+        extra=None if extra is None else extra[~test_mask],
+    )
+    probs = head.probabilities(x[test_mask], None if extra is None else extra[test_mask])
+    pred = np.array(head.labels)[probs.argmax(1)]
+    gold = np.array([ex.label for ex, t in zip(examples, test_mask, strict=True) if t])
+    conf = probs.max(1)
+    correct = pred == gold
+    covered = conf >= threshold
+    return {
+        "role": role,
+        "n_train": len(train),
+        "n_test": int(test_mask.sum()),
+        "held_out_groups": len(held),
+        "accuracy": round(float(correct.mean()), 4),
+        "coverage": round(float(covered.mean()), 4),
+        "accuracy_on_covered": round(float(correct[covered].mean()), 4) if covered.any() else None,
+        "ece": round(expected_calibration_error(conf, correct), 4),
+        "recall": {c: round(float(correct[gold == c].mean()), 4) for c in sorted(set(gold))},
     }

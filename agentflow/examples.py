@@ -27,7 +27,9 @@ class Example(BaseModel):
     """The expected decision."""
 
 
-def load_examples(path: Path | str, text_col: str = "text", label_col: str = "label") -> list[Example]:
+def load_examples(
+    path: Path | str, text_col: str = "text", label_col: str = "label"
+) -> list[Example]:
     """Read examples from ``.csv`` or ``.jsonl``; every row must have both columns.
 
     Falls back to a ``category`` column for the label when ``label`` is absent, which is
@@ -45,7 +47,9 @@ def load_examples(path: Path | str, text_col: str = "text", label_col: str = "la
             with path.open(encoding="utf-8", newline="") as fh:
                 rows = list(csv.DictReader(fh))
     except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot parse {path}: {exc}", hint="use CSV with a header or JSONL") from exc
+        raise DataError(
+            f"cannot parse {path}: {exc}", hint="use CSV with a header or JSONL"
+        ) from exc
     if not rows:
         raise DataError(f"{path} has no rows", hint="add labelled examples")
     if label_col == "label" and "label" not in rows[0] and "category" in rows[0]:
@@ -78,7 +82,7 @@ def stratified_split(
     for label in sorted(by_label):
         group = by_label[label][:]
         rng.shuffle(group)
-        n_test = int(round(len(group) * test_size)) if len(group) > 1 else 0
+        n_test = round(len(group) * test_size) if len(group) > 1 else 0
         test.extend(group[:n_test])
         train.extend(group[n_test:])
     return train, test

@@ -33,7 +33,9 @@ def loop_examples() -> tuple[list[Example], NDArray[np.float64]]:
     from nodes.loop_evaluator import describe_step, loop_features
 
     rows = _data("loop_examples.jsonl")
-    examples = [Example(text=describe_step(str(r["observation"])), label=str(r["label"])) for r in rows]
+    examples = [
+        Example(text=describe_step(str(r["observation"])), label=str(r["label"])) for r in rows
+    ]
     extra = np.array([loop_features(int(r["steps_done"]), int(r["steps_planned"])) for r in rows])  # type: ignore[call-overload]
     return examples, extra
 

@@ -1,18 +1,19 @@
 """Retrain a role's encoder head from its own traffic, and keep it only if it is not worse.
 
 The training set is the role's examples (a graph's route examples for the router, the
-shipped file for the consequence modeler) plus every labelled
-decision in the ledger: human labels, and LLM verdicts on escalated decisions
-(distillation). :func:`distill` turns each verdict into a ``source="llm"`` label on the
-small-model decision it overrode, so the training data is in the ledger for audit and
-a reviewer's label on the same decision wins. For one text, a human label beats an LLM
-verdict, which beats an example.
+shipped file for the consequence modeler) plus every labelled decision in the ledger:
+human labels, and LLM verdicts on escalated decisions (distillation). :func:`distill`
+turns each verdict into a ``source="llm"`` label on the small-model decision it
+overrode, so the training data is in the ledger for audit and a reviewer's label on
+the same decision wins. For one text, a human label beats an LLM verdict, which beats
+an example.
 
-:func:`train` holds out a stratified slice, trains a candidate on the rest and scores
-both it and the current head on the slice; the candidate is kept only if it is not
-worse (see :class:`AcceptancePolicy`). A kept head is refit on all the data. Every head
-trained, kept or not, is saved and recorded with its sha256 in ``head_versions``;
-:func:`active_head` is how the builder finds the last kept one.
+:func:`train` holds out a stratified slice of the rows the current head never trained on
+(a head scored on its own training rows looks perfect), trains a candidate on the rest
+and scores both heads on that slice; the candidate is kept only if it is not worse (see
+:class:`AcceptancePolicy`). A kept head is refit on all the data. Every head trained,
+kept or not, is saved and recorded with its sha256 and label watermark in
+``head_versions``; :func:`active_head` is how the builder finds the last kept one.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from agentflow.decision import EscalationPolicy
-from agentflow.errors import ArtifactError, ConfigurationError
+from agentflow.errors import ArtifactError, ConfigurationError, DataError
 from agentflow.examples import Example, stratified_split
 from agentflow.heads import consequence_examples, head_for
 from agentflow.models.calibration import expected_calibration_error
@@ -165,6 +166,8 @@ class TrainResult(BaseModel):
     """Classes of the new head."""
     threshold: float = 0.8
     """Escalation threshold the heads were scored under."""
+    label_watermark: int = 0
+    """Highest label id when it was trained: labels after it are new to this head."""
 
 
 def threshold_for(role: str, settings: Settings) -> float:
@@ -188,7 +191,10 @@ def role_examples(role: str, graph: str | None = None) -> tuple[list[Example], f
                 f"graph module {graph} has no routes() function",
                 hint="expose routes() -> list[nodes.router.Route] in the graph module",
             )
-        routes = list(routes_fn())
+        try:
+            routes = list(routes_fn())
+        except OSError as exc:  # a route file of the graph is missing or unreadable
+            raise DataError(f"cannot read the routes of {graph}: {exc}") from exc
         examples = [Example(text=t, label=r.name) for r in routes for t in r.examples]
         return examples, frozenset(r.name for r in routes)
     if role == "consequence_modeler":
@@ -338,6 +344,21 @@ def current_head(
     return head or head_for(role, examples, encoder, settings)
 
 
+def _seen_texts(
+    ledger: Ledger, role: str, old: EncoderHead, examples: Sequence[Example]
+) -> set[str]:
+    """Texts the current head was trained on: the examples, plus, for a retrained head,
+    every labelled input up to the label watermark it recorded."""
+    seen = {ex.text for ex in examples}
+    kept = [v for v in ledger.head_versions(role) if v.accepted]
+    if not kept or kept[-1].sha256 != old.sha256:
+        return seen  # the examples' head: it saw no ledger label
+    mark = int((kept[-1].metrics or {}).get("label_watermark") or 0)
+    ids = {lbl.decision_id for lbl in ledger.labels(role=role) if lbl.id <= mark}
+    rows = ledger.decisions_by_id(ids).values()
+    return seen | {_text(r.input) for r in rows if r.input is not None}
+
+
 def train(
     role: str,
     settings: Settings,
@@ -348,42 +369,54 @@ def train(
     policy: AcceptancePolicy = AcceptancePolicy(),
     progress: Callable[[str, int, int], None] | None = None,
 ) -> TrainResult:
-    """Distill, retrain, compare on a held-out slice, save and record the new head."""
+    """Distill, retrain, compare on held-out new rows, save and record the new head.
+
+    The held-out slice is drawn only from labelled rows the current head never trained
+    on, so that both heads are scored on data new to them; with none, there is nothing
+    to learn from and :class:`~agentflow.errors.DataError` says so.
+    """
     note = progress or (lambda _stage, _done, _total: None)
     examples, allowed = role_examples(role, graph)
-    encoder = encoder or load_encoder(settings)
     own = ledger is None
     ledger = ledger or Ledger.from_settings(settings)
     try:
         note("distill", 0, 1)
-        distilled = distill(ledger, role)
+        distilled = distill(ledger, role)  # first: a ledger that is not set up fails fast
+        encoder = encoder or load_encoder(settings)
+        watermark = max((lbl.id for lbl in ledger.labels(role=role)), default=0)
         rows, dropped = training_rows(examples, ledger.labels_for(role), allowed)
         try:
             old: EncoderHead | None = current_head(role, settings, encoder, graph, ledger)
         except ArtifactError as exc:  # e.g. trained on another encoder: nothing to compare with
             _log.warning("not comparing with the current %s head: %s", role, exc)
             old = None
+        seen = _seen_texts(ledger, role, old, examples) if old is not None else set()
+        new = [Example(text=r.text, label=r.label) for r in rows if r.text not in seen]
+        if not new:
+            raise DataError(
+                f"no labelled {role} decision the current head has not trained on",
+                hint="label decisions with `agentflow review`, or let escalations accumulate",
+            )
+        new_fit, held = stratified_split(new, policy.test_size, policy.seed)
+        fit = [Example(text=r.text, label=r.label) for r in rows if r.text in seen] + new_fit
         texts = [r.text for r in rows]
         note("encode", 0, len(texts))
         x_all = encoder.encode(texts)
         index = {t: i for i, t in enumerate(texts)}
-        fit, held = stratified_split(
-            [Example(text=r.text, label=r.label) for r in rows], policy.test_size, policy.seed
-        )
-        x_fit = x_all[[index[e.text] for e in fit]]
         x_held = x_all[[index[e.text] for e in held]]
         gold = [e.label for e in held]
         note("train", 0, 2)
-        candidate = EncoderHead.train(fit, encoder, role, embeddings=x_fit)
+        candidate = EncoderHead.train(
+            fit, encoder, role, embeddings=x_all[[index[e.text] for e in fit]]
+        )
         threshold = threshold_for(role, settings)
         new_score = score_head(candidate, x_held, gold, threshold)
         old_score = score_head(old, x_held, gold, threshold) if old is not None else None
         accepted, reason = policy.accepts(old_score, new_score)
         note("train", 1, 2)
+        everything = [Example(text=r.text, label=r.label) for r in rows]
         head = (
-            EncoderHead.train(
-                [Example(text=r.text, label=r.label) for r in rows], encoder, role, embeddings=x_all
-            )
+            EncoderHead.train(everything, encoder, role, embeddings=x_all)
             if accepted
             else candidate
         )
@@ -405,6 +438,7 @@ def train(
             dropped=dropped,
             labels=head.labels,
             threshold=threshold,
+            label_watermark=watermark,
         )
         metrics = {
             **result.model_dump(mode="json", exclude={"role", "accepted", "version_id", "path"}),

@@ -58,6 +58,8 @@ class RunResult(BaseModel):
     """Tool results."""
     latency_ms: float = 0.0
     """Wall time of this invocation."""
+    resumable: bool = False
+    """True when the run stopped mid-graph (an error, e.g. the store was down): ``retry`` continues it."""
 
 
 def load_graph_module(spec: str) -> ModuleType:
@@ -85,7 +87,9 @@ def load_graph_module(spec: str) -> ModuleType:
 class AgentRuntime:
     """A compiled agent with its saver and ledger."""
 
-    def __init__(self, compiled: Any, parts: AgentParts | None, ledger: Ledger, settings: Settings) -> None:
+    def __init__(
+        self, compiled: Any, parts: AgentParts | None, ledger: Ledger, settings: Settings
+    ) -> None:
         self.graph = compiled
         self.parts = parts
         self.ledger = ledger
@@ -94,7 +98,11 @@ class AgentRuntime:
     @classmethod
     @contextmanager
     def open(
-        cls, module: str, *, settings: Settings | None = None, llm: BaseChatModel | None = None,
+        cls,
+        module: str,
+        *,
+        settings: Settings | None = None,
+        llm: BaseChatModel | None = None,
         slm_roles: bool = True,
     ) -> Iterator[AgentRuntime]:
         """Open ``module``'s graph on the configured database (run ``agentflow setup`` first)."""
@@ -104,15 +112,19 @@ class AgentRuntime:
         with ExitStack() as stack:
             saver = stack.enter_context(open_saver(settings.resolved_database_url))
             if hasattr(mod, "build"):
-                builder, parts = mod.build(settings=settings, llm=llm, slm_roles=slm_roles, recorder=ledger)
+                builder, parts = mod.build(
+                    settings=settings, llm=llm, slm_roles=slm_roles, recorder=ledger
+                )
             else:
                 builder, parts = mod.graph.builder, None
             yield cls(builder.compile(checkpointer=saver), parts, ledger, settings)
             ledger.close()
 
     def _config(self, thread_id: str) -> dict[str, Any]:
-        return {"configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex},
-                "recursion_limit": 60}
+        return {
+            "configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex},
+            "recursion_limit": 60,
+        }
 
     def result(self, thread_id: str, latency_ms: float = 0.0) -> RunResult:
         """The thread's current state as a :class:`RunResult`."""
@@ -123,11 +135,17 @@ class AgentRuntime:
         if not pending and snapshot.next:
             status = "failed"  # stopped mid-graph by an error: resumable with `resume`
         return RunResult(
-            thread_id=thread_id, route=values.get("route"), decisions=values.get("decisions", []),
-            llm_calls=values.get("llm_calls", 0), llm_tokens=values.get("llm_tokens", 0),
-            status=status, outcome=values.get("outcome"),
+            thread_id=thread_id,
+            route=values.get("route"),
+            decisions=values.get("decisions", []),
+            llm_calls=values.get("llm_calls", 0),
+            llm_tokens=values.get("llm_tokens", 0),
+            status=status,
+            outcome=values.get("outcome"),
             pending_approval=pending.model_dump(mode="json") if pending else None,
-            observations=values.get("observations", []), latency_ms=latency_ms,
+            observations=values.get("observations", []),
+            latency_ms=latency_ms,
+            resumable=bool(snapshot.next) and not pending,
         )
 
     @staticmethod
@@ -137,18 +155,24 @@ class AgentRuntime:
                 return ApprovalRequest.model_validate(intr.value)
         return None
 
-    def run(self, message: str, *, thread_id: str | None = None,
-            customer: dict[str, Any] | None = None) -> RunResult:
+    def run(
+        self, message: str, *, thread_id: str | None = None, customer: dict[str, Any] | None = None
+    ) -> RunResult:
         """Start a run on a new (or given) thread with one user message."""
         thread_id = thread_id or f"t_{uuid.uuid4().hex[:12]}"
         start = time.perf_counter()
-        inputs: dict[str, Any] = {"messages": [HumanMessage(message)], "status": "running",
-                                  "customer": customer or {}}
+        inputs: dict[str, Any] = {
+            "messages": [HumanMessage(message)],
+            "status": "running",
+            "customer": customer or {},
+        }
         try:
             self.graph.invoke(inputs, self._config(thread_id))
         except Exception as exc:  # the checkpoint keeps the run; report it as failed
             res = self.result(thread_id, (time.perf_counter() - start) * 1000)
-            return res.model_copy(update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"})
+            return res.model_copy(
+                update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
+            )
         return self.result(thread_id, (time.perf_counter() - start) * 1000)
 
     def pending(self, thread_id: str) -> ApprovalRequest | None:
@@ -167,22 +191,43 @@ class AgentRuntime:
         ctx = RunContext(thread_id=thread_id, run_id="", node="approval")
         if request is None:
             exc = UnknownApprovalError(f"thread {thread_id!r} has no pending approval")
-            self.ledger.approval(ctx, ApprovalRecord(approval_id=answer.approval_id, tool="", digest=answer.digest,
-                                                     decision="refused", approver=answer.approver, reason=str(exc)))
+            self.ledger.approval(
+                ctx,
+                ApprovalRecord(
+                    approval_id=answer.approval_id,
+                    tool="",
+                    digest=answer.digest,
+                    decision="refused",
+                    approver=answer.approver,
+                    reason=str(exc),
+                ),
+            )
             raise exc
         try:
             check_answer(request, answer, self.parts.tools if self.parts else None)
         except Exception as exc:
-            self.ledger.approval(ctx, ApprovalRecord(approval_id=answer.approval_id, tool=request.tool,
-                                                     digest=answer.digest, decision="refused",
-                                                     approver=answer.approver, reason=str(exc)[:500]))
+            self.ledger.approval(
+                ctx,
+                ApprovalRecord(
+                    approval_id=answer.approval_id,
+                    tool=request.tool,
+                    digest=answer.digest,
+                    decision="refused",
+                    approver=answer.approver,
+                    reason=str(exc)[:500],
+                ),
+            )
             raise
         start = time.perf_counter()
         try:
-            self.graph.invoke(Command(resume=answer.model_dump(mode="json")), self._config(thread_id))
+            self.graph.invoke(
+                Command(resume=answer.model_dump(mode="json")), self._config(thread_id)
+            )
         except Exception as exc:
             res = self.result(thread_id, (time.perf_counter() - start) * 1000)
-            return res.model_copy(update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"})
+            return res.model_copy(
+                update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
+            )
         return self.result(thread_id, (time.perf_counter() - start) * 1000)
 
     def retry(self, thread_id: str) -> RunResult:
@@ -192,5 +237,7 @@ class AgentRuntime:
             self.graph.invoke(None, self._config(thread_id))
         except Exception as exc:
             res = self.result(thread_id, (time.perf_counter() - start) * 1000)
-            return res.model_copy(update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"})
+            return res.model_copy(
+                update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
+            )
         return self.result(thread_id, (time.perf_counter() - start) * 1000)

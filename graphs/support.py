@@ -7,8 +7,8 @@
 - pricing           -> context pruning over the price documents, then the LLM answers
 - complaint         -> the LLM answers (furious customers deserve the big model)
 
-``build()`` returns the uncompiled graph and its parts; ``graph`` is the compiled graph
-LangGraph Server loads (it brings its own checkpointer).
+``build()`` returns the uncompiled graph and its parts (the runtime compiles it with its
+checkpointer); ``graphs/support_server.py`` holds the compiled graph LangGraph Server loads.
 """
 
 from __future__ import annotations
@@ -35,11 +35,15 @@ from nodes.planner import Flow
 from nodes.router import Route
 from tools.contract import ToolContext, ToolRegistry, tool
 
-__all__ = ["CancelRequest", "build", "graph", "routes", "store", "support_tools"]
+__all__ = ["CancelRequest", "build", "routes", "store", "support_tools"]
 
 _ORDER = re.compile(r"(?<![\w$])#?([A-Z]\d{4,6}|\d{5,6})\b", re.IGNORECASE)
-_MONEY = re.compile(r"\$\s?(\d{1,6}(?:[.,]\d{2})?)|(\d{1,6}(?:[.,]\d{2})?)\s?(?:dollars|usd|eur|€|£)", re.I)
-_ADDRESS = re.compile(r"\b(?:to|address(?: is)?:?|ship it to|deliver(?: it)? to)\s+(\d+[^\n]{6,120})", re.I)
+_MONEY = re.compile(
+    r"\$\s?(\d{1,6}(?:[.,]\d{2})?)|(\d{1,6}(?:[.,]\d{2})?)\s?(?:dollars|usd|eur|€|£)", re.I
+)
+_ADDRESS = re.compile(
+    r"\b(?:to|address(?: is)?:?|ship it to|deliver(?: it)? to)\s+(\d+[^\n]{6,120})", re.I
+)
 
 
 def _jsonl(name: str) -> list[dict[str, Any]]:
@@ -71,8 +75,9 @@ def update_shipping_address(order_id: str, address: str, ctx: ToolContext) -> di
 
 
 @tool(idempotent=True, destructive=False)
-def cancel_subscription(email: str, plan: str, effective: Literal["now", "end_of_period"],
-                        ctx: ToolContext) -> dict[str, Any]:
+def cancel_subscription(
+    email: str, plan: str, effective: Literal["now", "end_of_period"], ctx: ToolContext
+) -> dict[str, Any]:
     """Cancel a customer's subscription plan, now or at the end of the billing period."""
     return store().cancel(email, plan, effective)
 
@@ -102,7 +107,7 @@ class CancelRequest(BaseModel):
 
 _CANCEL_PREFIX = (
     "Extract the cancellation request as JSON.\n"
-    'Message: Please cancel my Pro plan right away, too expensive.\n'
+    "Message: Please cancel my Pro plan right away, too expensive.\n"
     '{"plan": "Pro", "when": "now", "reason": "too expensive"}\n'
     "Message: I'd like to stop my membership when the month ends.\n"
     '{"plan": null, "when": "end_of_period", "reason": null}\n'
@@ -110,38 +115,60 @@ _CANCEL_PREFIX = (
 
 
 def _rule(field: str, value: Any, why: str, text: str) -> Decision[Any]:
-    return Decision[Any](role="extractor", value={field: value}, confidence=1.0, source="rule",
-                         latency_ms=0.0, rationale=why, input=text)
+    return Decision[Any](
+        role="extractor",
+        value={field: value},
+        confidence=1.0,
+        source="rule",
+        latency_ms=0.0,
+        rationale=why,
+        input=text,
+    )
 
 
 def _order_id(text: str, customer: dict[str, Any]) -> tuple[str | None, Decision[Any]]:
     match = _ORDER.search(text)
     if match:
-        return match.group(1).upper(), _rule("order_id", match.group(1).upper(), "order id in message", text)
+        return match.group(1).upper(), _rule(
+            "order_id", match.group(1).upper(), "order id in message", text
+        )
     latest = store().latest_order(customer.get("email", DEMO_CUSTOMER))
     oid = latest["order_id"] if latest else None
     return oid, _rule("order_id", oid, "no id in message: customer's latest order", text)
 
 
-def _extract_order(text: str, customer: dict[str, Any]) -> tuple[dict[str, Any], list[Decision[Any]]]:
+def _extract_order(
+    text: str, customer: dict[str, Any]
+) -> tuple[dict[str, Any], list[Decision[Any]]]:
     oid, decision = _order_id(text, customer)
     return {"order_id": oid}, [decision]
 
 
-def _extract_address(text: str, customer: dict[str, Any]) -> tuple[dict[str, Any], list[Decision[Any]]]:
+def _extract_address(
+    text: str, customer: dict[str, Any]
+) -> tuple[dict[str, Any], list[Decision[Any]]]:
     fields, decisions = _extract_order(text, customer)
     match = _ADDRESS.search(text)
     fields["address"] = (
-        re.sub(r"(?:[\s,.!]+(?:instead|please|thanks?(?: you)?))*[\s,.!]*$", "", match.group(1).strip(), flags=re.I)
-        if match else None
+        re.sub(
+            r"(?:[\s,.!]+(?:instead|please|thanks?(?: you)?))*[\s,.!]*$",
+            "",
+            match.group(1).strip(),
+            flags=re.I,
+        )
+        if match
+        else None
     )
     decisions.append(_rule("address", fields["address"], "address after 'to'", text))
     return fields, decisions
 
 
-def _extract_refund(text: str, customer: dict[str, Any]) -> tuple[dict[str, Any], list[Decision[Any]]]:
+def _extract_refund(
+    text: str, customer: dict[str, Any]
+) -> tuple[dict[str, Any], list[Decision[Any]]]:
     fields, decisions = _extract_order(text, customer)
     money = _MONEY.search(text)
+    amount: int | None
     if money:
         amount = round(float((money.group(1) or money.group(2)).replace(",", ".")) * 100)
     else:
@@ -152,7 +179,9 @@ def _extract_refund(text: str, customer: dict[str, Any]) -> tuple[dict[str, Any]
     return fields, decisions
 
 
-def _extract_cancel(text: str, customer: dict[str, Any]) -> tuple[dict[str, Any], list[Decision[Any]]]:
+def _extract_cancel(
+    text: str, customer: dict[str, Any]
+) -> tuple[dict[str, Any], list[Decision[Any]]]:
     from agentflow.models.gguf import load_gguf
 
     email = customer.get("email", DEMO_CUSTOMER)
@@ -193,8 +222,10 @@ def _last_output(state: AgentState) -> dict[str, Any]:
 
 def _say_order(state: AgentState) -> str:
     o = _last_output(state)
-    return (f"Order {o.get('order_id')} is {o.get('status')} ({o.get('carrier')}, tracking "
-            f"{o.get('tracking')}); expected delivery {o.get('eta')}.")
+    return (
+        f"Order {o.get('order_id')} is {o.get('status')} ({o.get('carrier')}, tracking "
+        f"{o.get('tracking')}); expected delivery {o.get('eta')}."
+    )
 
 
 def _say_address(state: AgentState) -> str:
@@ -210,7 +241,9 @@ def _say_cancel(state: AgentState) -> str:
 def _say_refund(state: AgentState) -> str:
     o = _last_output(state)
     amount = (o.get("amount_cents") or 0) / 100
-    return f"Refund {o.get('refund_id')} of ${amount:.2f} for order {o.get('order_id')} is on its way."
+    return (
+        f"Refund {o.get('refund_id')} of ${amount:.2f} for order {o.get('order_id')} is on its way."
+    )
 
 
 _DESCRIPTIONS = {
@@ -222,15 +255,26 @@ _DESCRIPTIONS = {
     "complaint": "upset or angry customers, complaints, asking for a manager",
 }
 _FLOWS = {
-    "order_status": Flow(plan=_plan("lookup_order", "tell the customer where the order is", "order_id"),
-                         extract=_extract_order, respond=_say_order),
-    "change_address": Flow(plan=_plan("update_shipping_address", "change the shipping address",
-                                      "order_id", "address"), extract=_extract_address, respond=_say_address),
-    "cancel_subscription": Flow(plan=_plan("cancel_subscription", "cancel the subscription",
-                                           "email", "plan", "effective"),
-                                extract=_extract_cancel, respond=_say_cancel),
-    "refund": Flow(plan=_plan("issue_refund", "refund the customer", "order_id", "amount_cents"),
-                   extract=_extract_refund, respond=_say_refund),
+    "order_status": Flow(
+        plan=_plan("lookup_order", "tell the customer where the order is", "order_id"),
+        extract=_extract_order,
+        respond=_say_order,
+    ),
+    "change_address": Flow(
+        plan=_plan("update_shipping_address", "change the shipping address", "order_id", "address"),
+        extract=_extract_address,
+        respond=_say_address,
+    ),
+    "cancel_subscription": Flow(
+        plan=_plan("cancel_subscription", "cancel the subscription", "email", "plan", "effective"),
+        extract=_extract_cancel,
+        respond=_say_cancel,
+    ),
+    "refund": Flow(
+        plan=_plan("issue_refund", "refund the customer", "order_id", "amount_cents"),
+        extract=_extract_refund,
+        respond=_say_refund,
+    ),
 }
 
 
@@ -239,26 +283,38 @@ def routes() -> list[Route]:
     examples: dict[str, list[str]] = {name: [] for name in _DESCRIPTIONS}
     for row in _jsonl("support_routes.jsonl"):
         examples[row["label"]].append(row["text"])
-    docs = tuple({"id": d["id"], "title": d["title"], "text": d["text"]} for d in _jsonl("support_docs.jsonl"))
+    docs = tuple(
+        {"id": d["id"], "title": d["title"], "text": d["text"]}
+        for d in _jsonl("support_docs.jsonl")
+    )
     return [
-        Route(name=name, description=desc, examples=tuple(examples[name]),
-              target=_FLOWS.get(name, "llm"), documents=docs if name == "pricing" else ())
+        Route(
+            name=name,
+            description=desc,
+            examples=tuple(examples[name]),
+            target=_FLOWS.get(name, "llm"),
+            documents=docs if name == "pricing" else (),
+        )
         for name, desc in _DESCRIPTIONS.items()
     ]
 
 
 def build(
-    *, settings: Settings | None = None, llm: BaseChatModel | None = None, slm_roles: bool = True, **kwargs: Any
+    *,
+    settings: Settings | None = None,
+    llm: BaseChatModel | None = None,
+    slm_roles: bool = True,
+    **kwargs: Any,
 ) -> tuple[StateGraph, AgentParts]:
     """The support agent's graph (uncompiled) and parts."""
-    graph_, parts = agent(routes(), support_tools(), name="support", settings=settings, llm=llm,
-                          slm_roles=slm_roles, **kwargs)
+    graph_, parts = agent(
+        routes(),
+        support_tools(),
+        name="support",
+        settings=settings,
+        llm=llm,
+        slm_roles=slm_roles,
+        **kwargs,
+    )
     parts.extra["store"] = store()
     return graph_, parts
-
-
-def __getattr__(name: str) -> Any:
-    # `graph` is built on first access so importing this module stays cheap.
-    if name == "graph":
-        return build()[0].compile()
-    raise AttributeError(name)

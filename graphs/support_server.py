@@ -1,5 +1,18 @@
-"""TEMPORARY (helper F verification) — the lead owns this file's real version."""
+"""The support agent for LangGraph Server: ``graph``, compiled when this module is imported.
+
+``langgraph.json`` points here rather than at :mod:`graphs.support` because
+langgraph-api reads the graph from the module's ``__dict__`` (a module ``__getattr__``
+is never called) and imports the file in a worker thread at startup, where building the
+agent (encoder, heads, GGUF) may block. A graph *factory* would instead be called inside
+the server's event loop on every run, which ``langgraph dev`` refuses (BlockingError).
+Importing :mod:`graphs.support` itself stays cheap; only LangGraph Server imports this.
+"""
+
+from __future__ import annotations
 
 from graphs.support import build
 
+__all__ = ["graph"]
+
 graph = build()[0].compile()
+"""The compiled support graph (LangGraph Server brings its own checkpointer)."""

@@ -76,17 +76,27 @@ class SupportStore:
         today = date(2026, 11, 23)
         db.execute("BEGIN")
         db.execute("INSERT INTO customers VALUES (?, ?)", (DEMO_CUSTOMER, "Alex Morgan"))
-        db.execute("INSERT INTO subscriptions VALUES (?, 'Plus', 'active', ?, NULL)",
-                   (DEMO_CUSTOMER, str(today + timedelta(days=17))))
+        db.execute(
+            "INSERT INTO subscriptions VALUES (?, 'Plus', 'active', ?, NULL)",
+            (DEMO_CUSTOMER, str(today + timedelta(days=17))),
+        )
         ids = ["A10234", "A10235", "58812", *_workload_order_ids()]
         for order_id in dict.fromkeys(ids):
             h = int(hashlib.sha256(order_id.encode()).hexdigest(), 16)
             status = _STATUSES[h % len(_STATUSES)]
             db.execute(
                 "INSERT INTO orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (order_id, DEMO_CUSTOMER, status, ("UPS", "DHL", "USPS")[h % 3],
-                 f"1Z{h % 10**10:010d}", str(today + timedelta(days=h % 6)),
-                 1500 + h % 20000, "12 Harbour Street, Leeds LS1 4AB", str(today - timedelta(days=h % 20))),
+                (
+                    order_id,
+                    DEMO_CUSTOMER,
+                    status,
+                    ("UPS", "DHL", "USPS")[h % 3],
+                    f"1Z{h % 10**10:010d}",
+                    str(today + timedelta(days=h % 6)),
+                    1500 + h % 20000,
+                    "12 Harbour Street, Leeds LS1 4AB",
+                    str(today - timedelta(days=h % 20)),
+                ),
             )
         db.execute("COMMIT")
 
@@ -101,7 +111,10 @@ class SupportStore:
 
     def latest_order(self, email: str) -> dict[str, Any] | None:
         """The customer's most recent order."""
-        return self._one("SELECT * FROM orders WHERE email = ? ORDER BY created DESC, order_id DESC LIMIT 1", email)
+        return self._one(
+            "SELECT * FROM orders WHERE email = ? ORDER BY created DESC, order_id DESC LIMIT 1",
+            email,
+        )
 
     def subscription(self, email: str) -> dict[str, Any] | None:
         """The customer's subscription."""
@@ -110,12 +123,19 @@ class SupportStore:
     def set_address(self, order_id: str, address: str) -> dict[str, Any]:
         """Set (not append) the shipping address: repeating it changes nothing more."""
         with self._lock, self._connect() as db:
-            cur = db.execute("UPDATE orders SET address = ? WHERE order_id = ? AND status = 'processing'",
-                             (address, order_id))
+            cur = db.execute(
+                "UPDATE orders SET address = ? WHERE order_id = ? AND status = 'processing'",
+                (address, order_id),
+            )
             if cur.rowcount == 0:
-                row = db.execute("SELECT status FROM orders WHERE order_id = ?", (order_id,)).fetchone()
-                raise ValueError(f"order {order_id} not found" if row is None
-                                 else f"order {order_id} is already {row['status']}; the address is fixed")
+                row = db.execute(
+                    "SELECT status FROM orders WHERE order_id = ?", (order_id,)
+                ).fetchone()
+                raise ValueError(
+                    f"order {order_id} not found"
+                    if row is None
+                    else f"order {order_id} is already {row['status']}; the address is fixed"
+                )
         return {"order_id": order_id, "address": address}
 
     def cancel(self, email: str, plan: str, effective: str) -> dict[str, Any]:
@@ -125,27 +145,39 @@ class SupportStore:
             raise ValueError(f"{email} has no {plan} subscription")
         when = str(date(2026, 11, 23)) if effective == "now" else sub["renews"]
         with self._lock, self._connect() as db:
-            db.execute("UPDATE subscriptions SET status = 'cancelled', cancel_effective = ? WHERE email = ?",
-                       (when, email))
+            db.execute(
+                "UPDATE subscriptions SET status = 'cancelled', cancel_effective = ? WHERE email = ?",
+                (when, email),
+            )
         return {"email": email, "plan": sub["plan"], "status": "cancelled", "effective": when}
 
-    def refund(self, order_id: str, amount_cents: int, reason: str, key: str | None) -> dict[str, Any]:
+    def refund(
+        self, order_id: str, amount_cents: int, reason: str, key: str | None
+    ) -> dict[str, Any]:
         """Pay money back. Every call is a new refund: this is the irreversible effect."""
         order = self.order(order_id)
         if order is None:
             raise ValueError(f"order {order_id} not found")
         if amount_cents <= 0 or amount_cents > order["total_cents"]:
-            raise ValueError(f"refund of {amount_cents} cents exceeds order total {order['total_cents']}")
+            raise ValueError(
+                f"refund of {amount_cents} cents exceeds order total {order['total_cents']}"
+            )
         with self._lock, self._connect() as db:
             cur = db.execute(
                 "INSERT INTO refunds (order_id, amount_cents, reason, idempotency_key) VALUES (?, ?, ?, ?)",
                 (order["order_id"], amount_cents, reason, key),
             )
-        return {"refund_id": f"re_{cur.lastrowid}", "order_id": order["order_id"], "amount_cents": amount_cents}
+        return {
+            "refund_id": f"re_{cur.lastrowid}",
+            "order_id": order["order_id"],
+            "amount_cents": amount_cents,
+        }
 
     def refunds(self, order_id: str | None = None) -> list[dict[str, Any]]:
         """Refund rows (all, or one order's)."""
         with self._lock, self._connect() as db:
-            rows = db.execute("SELECT * FROM refunds" + (" WHERE order_id = ?" if order_id else ""),
-                              (order_id,) if order_id else ()).fetchall()
+            rows = db.execute(
+                "SELECT * FROM refunds" + (" WHERE order_id = ?" if order_id else ""),
+                (order_id,) if order_id else (),
+            ).fetchall()
         return [dict(r) for r in rows]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -22,7 +22,7 @@ __all__ = ["LlmAnswer", "NodeEnv", "ask_llm", "last_user_text"]
 class NodeEnv:
     """What every node needs besides its own model: where records go and LLM pricing."""
 
-    recorder: Recorder = NullRecorder()
+    recorder: Recorder = field(default_factory=NullRecorder)
     """Default recorder; a run may pass its own in ``config["configurable"]["recorder"]``."""
     graph: str = ""
     """Graph name stamped on every record."""
@@ -100,7 +100,9 @@ def ask_llm(
     usage = getattr(reply, "usage_metadata", None) or {}
     tokens_in = int(usage.get("input_tokens") or _estimate(messages))
     tokens_out = int(usage.get("output_tokens") or len(text) // 4 + 1)
-    model = str(getattr(llm, "model_name", None) or getattr(llm, "model", None) or type(llm).__name__)
+    model = str(
+        getattr(llm, "model_name", None) or getattr(llm, "model", None) or type(llm).__name__
+    )
     env.recorder_for(config).llm_call(
         env.context(config, node),
         LlmCallRecord(

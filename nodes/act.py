@@ -27,7 +27,9 @@ _STOPS = {
 }
 
 
-def act_node(executor: GuardedExecutor, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+def act_node(
+    executor: GuardedExecutor, env: NodeEnv
+) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
     """A node executing the assessed step at the cursor."""
 
     def act(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -48,9 +50,17 @@ def act_node(executor: GuardedExecutor, env: NodeEnv) -> Callable[[AgentState, R
             raise StoreUnavailableError(result.error or "idempotency store unavailable")
         if result.status == "in_flight":
             raise KeyInFlightError(f"step {cursor} ({step.tool}) is running in another worker")
-        observation = Observation(step=cursor, tool=step.tool, status=result.status,
-                                  output=result.output, error=result.error)
-        update: dict[str, Any] = {"observations": [observation.model_dump(mode="json")], "iterations": 1}
+        observation = Observation(
+            step=cursor,
+            tool=step.tool,
+            status=result.status,
+            output=result.output,
+            error=result.error,
+        )
+        update: dict[str, Any] = {
+            "observations": [observation.model_dump(mode="json")],
+            "iterations": 1,
+        }
         if result.status in ("ok", "replayed"):
             update["cursor"] = cursor + 1
         elif result.status == "failed":

@@ -23,7 +23,12 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agentflow.errors import AgentflowError, ApprovalError, DigestMismatchError, UnknownApprovalError
+from agentflow.errors import (
+    AgentflowError,
+    ApprovalError,
+    DigestMismatchError,
+    UnknownApprovalError,
+)
 from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState
 from nodes._common import NodeEnv
@@ -96,10 +101,14 @@ def action_digest(tool: str, args: dict[str, Any]) -> str:
 
 def needs_approval(assessment: dict[str, Any] | None) -> bool:
     """True when the assessed call may not run before a human approves it."""
-    return bool(assessment) and assessment["class"] in ("irreversible", "unknown") and not assessment.get("approved")  # type: ignore[index]
+    if not assessment:
+        return False
+    return assessment["class"] in ("irreversible", "unknown") and not assessment.get("approved")
 
 
-def check_answer(request: ApprovalRequest, answer: ApprovalAnswer, tools: ToolRegistry | None = None) -> None:
+def check_answer(
+    request: ApprovalRequest, answer: ApprovalAnswer, tools: ToolRegistry | None = None
+) -> None:
     """Raise an :class:`ApprovalError` if ``answer`` must not be applied to ``request``."""
     if answer.approval_id != request.approval_id:
         raise UnknownApprovalError(
@@ -135,19 +144,29 @@ def build_request(
     seed = canonical_json({"thread": thread_id, "step": cursor, "digest": digest})
     return ApprovalRequest(
         approval_id="apr_" + hashlib.sha256(seed.encode()).hexdigest()[:16],
-        thread_id=thread_id, step=cursor, tool=tool, args=args, digest=digest,
+        thread_id=thread_id,
+        step=cursor,
+        tool=tool,
+        args=args,
+        digest=digest,
         assessment={k: v for k, v in assessment.items() if k not in ("tool", "args", "approved")},
         goal=goal,
     )
 
 
-def approval_node(tools: ToolRegistry, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+def approval_node(
+    tools: ToolRegistry, env: NodeEnv
+) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
     """A node that waits for a valid human answer and applies it."""
 
     def gate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         ctx = env.context(config, "approval")
-        request = build_request(state["assessment"] or {}, state.get("cursor", 0),
-                                (state.get("plan") or {}).get("goal", ""), ctx.thread_id)
+        request = build_request(
+            state["assessment"] or {},
+            state.get("cursor", 0),
+            (state.get("plan") or {}).get("goal", ""),
+            ctx.thread_id,
+        )
         recorder = env.recorder_for(config)
         while True:
             raw = interrupt(request.model_dump(mode="json"))
@@ -157,18 +176,36 @@ def approval_node(tools: ToolRegistry, env: NodeEnv) -> Callable[[AgentState, Ru
                 break
             except (ValidationError, ApprovalError) as exc:
                 # Refused: the action stays pending and we wait for another answer.
-                recorder.approval(ctx, ApprovalRecord(
-                    approval_id=request.approval_id, tool=request.tool, digest=request.digest,
-                    decision="refused", approver=(raw or {}).get("approver") if isinstance(raw, dict) else None,
-                    reason=str(exc)[:500], payload=request.model_dump(mode="json"),
-                ))
-        recorder.approval(ctx, ApprovalRecord(
-            approval_id=request.approval_id, tool=request.tool, digest=request.digest,
-            decision=answer.decision, approver=answer.approver, reason=answer.message,
-            payload=request.model_dump(mode="json"),
-        ))
-        answered = {"approval_id": request.approval_id, "decision": answer.decision,
-                    "approver": answer.approver, "digest": request.digest}
+                recorder.approval(
+                    ctx,
+                    ApprovalRecord(
+                        approval_id=request.approval_id,
+                        tool=request.tool,
+                        digest=request.digest,
+                        decision="refused",
+                        approver=(raw or {}).get("approver") if isinstance(raw, dict) else None,
+                        reason=str(exc)[:500],
+                        payload=request.model_dump(mode="json"),
+                    ),
+                )
+        recorder.approval(
+            ctx,
+            ApprovalRecord(
+                approval_id=request.approval_id,
+                tool=request.tool,
+                digest=request.digest,
+                decision=answer.decision,
+                approver=answer.approver,
+                reason=answer.message,
+                payload=request.model_dump(mode="json"),
+            ),
+        )
+        answered = {
+            "approval_id": request.approval_id,
+            "decision": answer.decision,
+            "approver": answer.approver,
+            "digest": request.digest,
+        }
         update: dict[str, Any] = {"pending_approval": None, "approvals": [answered]}
         assessment = dict(state["assessment"] or {})
         if answer.decision in ("approve", "edit"):
@@ -177,14 +214,25 @@ def approval_node(tools: ToolRegistry, env: NodeEnv) -> Callable[[AgentState, Ru
             assessment.update(approved=True, approved_by=answer.approver)
             update["assessment"] = assessment
         elif answer.decision == "reject":
-            update.update(status="done", loop_verdict="rejected",
-                          outcome=f"{request.tool} was rejected by {answer.approver}"
-                          + (f": {answer.message}" if answer.message else ""))
+            update.update(
+                status="done",
+                loop_verdict="rejected",
+                outcome=f"{request.tool} was rejected by {answer.approver}"
+                + (f": {answer.message}" if answer.message else ""),
+            )
         else:
-            update.update(loop_verdict="replan", observations=[{
-                "step": request.step, "tool": request.tool, "status": "rejected",
-                "output": None, "error": f"approver {answer.approver} says: {answer.message or ''}",
-            }])
+            update.update(
+                loop_verdict="replan",
+                observations=[
+                    {
+                        "step": request.step,
+                        "tool": request.tool,
+                        "status": "rejected",
+                        "output": None,
+                        "error": f"approver {answer.approver} says: {answer.message or ''}",
+                    }
+                ],
+            )
         return update
 
     return gate

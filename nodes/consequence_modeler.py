@@ -28,6 +28,7 @@ from agentflow.consequence import (
 from agentflow.decision import Decision, EscalationPolicy, ModelRef, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
+from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState, Plan
 from nodes._common import NodeEnv, ask_llm
 from nodes.approval import build_request, needs_approval
@@ -55,7 +56,8 @@ def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
     """
     schema = definition.get("inputSchema") or {}
     params = ", ".join(
-        f"{name} ({spec.get('type', 'any')})" for name, spec in (schema.get("properties") or {}).items()
+        f"{name} ({spec.get('type', 'any')})"
+        for name, spec in (schema.get("properties") or {}).items()
     )
     call = json.dumps(args, sort_keys=True, default=str)[:300]
     hints = definition.get("annotations") or {}
@@ -87,9 +89,15 @@ class Assessment:
         """JSON for ``AgentState.assessment`` and the approval payload."""
         final = self.decisions[-1]
         return {
-            "tool": tool, "args": args, "class": self.cls, "floor": self.floor,
-            "proposed": self.proposed, "confidence": final.confidence, "source": final.source,
-            "rationale": final.rationale, "approved": False,
+            "tool": tool,
+            "args": args,
+            "class": self.cls,
+            "floor": self.floor,
+            "proposed": self.proposed,
+            "confidence": final.confidence,
+            "source": final.source,
+            "rationale": final.rationale,
+            "approved": False,
         }
 
 
@@ -128,7 +136,8 @@ class ConsequenceModeler:
         text = describe_call(definition, args)
         floor = floor_from_annotations(
             ToolAnnotations.model_validate(definition["annotations"])
-            if definition.get("annotations") else None
+            if definition.get("annotations")
+            else None
         )
         slm: Callable[[], Decision[str]] | None = None
         if self.head is not None and self.encoder is not None:
@@ -148,8 +157,13 @@ class ConsequenceModeler:
         if final_cls != proposed or resolution.final.source == "rule":
             decisions.append(
                 Decision[str](
-                    role="consequence_modeler", value=final_cls, confidence=1.0, source="rule",
-                    latency_ms=0.0, escalated=resolution.llm_called, input=text,
+                    role="consequence_modeler",
+                    value=final_cls,
+                    confidence=1.0,
+                    source="rule",
+                    latency_ms=0.0,
+                    escalated=resolution.llm_called,
+                    input=text,
                     rationale=f"declared floor {floor}, model proposed {proposed}",
                 )
             )
@@ -165,13 +179,18 @@ class ConsequenceModeler:
         floor stands without the LLM. Otherwise None, and the full assessment runs.
         """
         full = head.decide(text, encoder, top_k=len(head.labels))
-        p_within = sum(p for cls, p in full.scores.items()
-                       if cls != "unknown" and severity(cls) <= severity(floor))  # type: ignore[arg-type]
-        held = full.model_copy(update={
-            "value": floor, "confidence": min(1.0, round(p_within, 4)),
-            "rationale": f"P(no more severe than declared floor {floor}) = {p_within:.3f}; "
-                         f"model's top class {full.value}",
-        })
+        allowed = {
+            c for c in CONSEQUENCE_CLASSES if c != "unknown" and severity(c) <= severity(floor)
+        }
+        p_within = float(sum(p for cls, p in full.scores.items() if cls in allowed))
+        held = full.model_copy(
+            update={
+                "value": floor,
+                "confidence": min(1.0, round(p_within, 4)),
+                "rationale": f"P(no more severe than declared floor {floor}) = {p_within:.3f}; "
+                f"model's top class {full.value}",
+            }
+        )
         return (held,) if self.policy.trusts(held) else None
 
     def _verdict(
@@ -182,15 +201,27 @@ class ConsequenceModeler:
         llm = self.llm
 
         def verdict(_small: Decision[str] | None) -> Decision[str]:
-            answer = ask_llm(llm, _CLASS_GUIDE, text, purpose="escalation:consequence_modeler",
-                             env=env, config=config, node="consequence_modeler")
+            answer = ask_llm(
+                llm,
+                _CLASS_GUIDE,
+                text,
+                purpose="escalation:consequence_modeler",
+                env=env,
+                config=config,
+                node="consequence_modeler",
+            )
             if usage is not None:
                 usage.append(answer.tokens)
             value = parse_choice(answer.text, list(CONSEQUENCE_CLASSES))
             return Decision[str](
-                role="consequence_modeler", value=value, confidence=1.0, source="llm",
+                role="consequence_modeler",
+                value=value,
+                confidence=1.0,
+                source="llm",
                 model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
-                latency_ms=answer.latency_ms, rationale=answer.text[:300], input=text,
+                latency_ms=answer.latency_ms,
+                rationale=answer.text[:300],
+                input=text,
             )
 
         return verdict
@@ -206,8 +237,11 @@ def consequence_node(
         step = plan.steps[state.get("cursor", 0)]
         definition = definitions(step.tool)
         if definition is None:
-            return {"assessment": None, "status": "failed",
-                    "outcome": f"plan step uses unregistered tool {step.tool!r}"}
+            return {
+                "assessment": None,
+                "status": "failed",
+                "outcome": f"plan step uses unregistered tool {step.tool!r}",
+            }
         usage: list[int] = []
         result = modeler.assess(definition, step.args, env=env, config=config, usage=usage)
         assessment = result.to_state(step.tool, step.args)
@@ -215,6 +249,17 @@ def consequence_node(
         if needs_approval(assessment):
             thread_id = env.context(config, "consequence_modeler").thread_id
             pending = build_request(assessment, state.get("cursor", 0), plan.goal, thread_id)
+            # Recorded here, not in the gate: this node never re-runs on resume, the gate does.
+            env.recorder_for(config).approval(
+                env.context(config, "consequence_modeler"),
+                ApprovalRecord(
+                    approval_id=pending.approval_id,
+                    tool=pending.tool,
+                    digest=pending.digest,
+                    decision="requested",
+                    payload=pending.model_dump(mode="json"),
+                ),
+            )
         return {
             "assessment": assessment,
             "pending_approval": pending.model_dump(mode="json") if pending else None,

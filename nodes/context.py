@@ -34,5 +34,6 @@ class DocumentIndex:
         order = np.argsort(sims)[::-1][:k]
         return [
             {**self.documents[int(i)], "score": round(float(sims[int(i)]), 3)}
-            for i in order if sims[int(i)] >= min_similarity
+            for i in order
+            if sims[int(i)] >= min_similarity
         ]

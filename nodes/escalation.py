@@ -25,7 +25,9 @@ _SYSTEM = (
 )
 
 
-def escalation_node(llm: BaseChatModel | None, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+def escalation_node(
+    llm: BaseChatModel | None, env: NodeEnv
+) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
     """A node handing the conversation to the LLM."""
 
     def escalate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
@@ -39,9 +41,21 @@ def escalation_node(llm: BaseChatModel | None, env: NodeEnv) -> Callable[[AgentS
         if llm is None:
             text = "I could not complete this automatically; a human colleague will follow up."
             return {"messages": [ai(text)], "outcome": text, "status": "done"}
-        answer = ask_llm(llm, _SYSTEM, json.dumps(facts, default=str), purpose="escalation:loop",
-                         env=env, config=config, node="escalation")
-        return {"messages": [ai(answer.text)], "outcome": answer.text, "status": "done",
-                "llm_calls": 1, "llm_tokens": answer.tokens}
+        answer = ask_llm(
+            llm,
+            _SYSTEM,
+            json.dumps(facts, default=str),
+            purpose="escalation:loop",
+            env=env,
+            config=config,
+            node="escalation",
+        )
+        return {
+            "messages": [ai(answer.text)],
+            "outcome": answer.text,
+            "status": "done",
+            "llm_calls": 1,
+            "llm_tokens": answer.tokens,
+        }
 
     return escalate

@@ -23,7 +23,14 @@ from agentflow.state import AgentState, Plan
 from nodes._common import NodeEnv, ask_llm
 from nodes.router import parse_choice
 
-__all__ = ["LoopEvaluator", "LoopGuards", "LoopVerdict", "describe_step", "format_call", "loop_node"]
+__all__ = [
+    "LoopEvaluator",
+    "LoopGuards",
+    "LoopVerdict",
+    "describe_step",
+    "format_call",
+    "loop_node",
+]
 
 LoopVerdict = Literal["continue", "replan", "done", "escalate"]
 """What the loop does next."""
@@ -56,7 +63,11 @@ def describe_step(observation: str) -> str:
 def loop_features(steps_done: int, steps_planned: int) -> list[float]:
     """Side-features the encoder cannot read from text: how far through the plan we are."""
     planned = max(steps_planned, 1)
-    return [steps_done / planned, 3.0 * float(steps_done >= planned), 3.0 * float(steps_done > planned)]
+    return [
+        steps_done / planned,
+        3.0 * float(steps_done >= planned),
+        3.0 * float(steps_done > planned),
+    ]
 
 
 def format_call(tool: str, args: dict[str, Any]) -> str:
@@ -88,8 +99,14 @@ class LoopEvaluator:
         )
         for hit, why in checks:
             if hit:
-                return Decision[str](role="loop_evaluator", value="escalate", confidence=1.0,
-                                     source="rule", latency_ms=0.0, rationale=why)
+                return Decision[str](
+                    role="loop_evaluator",
+                    value="escalate",
+                    confidence=1.0,
+                    source="rule",
+                    latency_ms=0.0,
+                    rationale=why,
+                )
         return None
 
     def evaluate(
@@ -103,7 +120,8 @@ class LoopEvaluator:
         last = state["observations"][-1]
         step = plan.steps[last["step"]]
         observation = (
-            json.dumps(last.get("output"), default=str) if last["status"] in ("ok", "replayed")
+            json.dumps(last.get("output"), default=str)
+            if last["status"] in ("ok", "replayed")
             else f"error: {last.get('error')}"
         )
         text = describe_step(observation)
@@ -112,10 +130,17 @@ class LoopEvaluator:
         if self.head is not None and self.encoder is not None:
             head, encoder = self.head, self.encoder
             slm = lambda: head.decide(text, encoder, extra=extra)  # noqa: E731
-        context = (f"goal: {plan.goal}\nstep: {format_call(step.tool, step.args)}\n"
-                   f"observation: {text}\nplanned steps left: {len(plan.steps) - last['step'] - 1}")
-        resolution = resolve("loop_evaluator", slm, self._verdict(context, env, config, usage),
-                             "escalate", self.policy)
+        context = (
+            f"goal: {plan.goal}\nstep: {format_call(step.tool, step.args)}\n"
+            f"observation: {text}\nplanned steps left: {len(plan.steps) - last['step'] - 1}"
+        )
+        resolution = resolve(
+            "loop_evaluator",
+            slm,
+            self._verdict(context, env, config, usage),
+            "escalate",
+            self.policy,
+        )
         return list(resolution.trail), resolution.llm_called
 
     def _verdict(
@@ -131,21 +156,30 @@ class LoopEvaluator:
                 "An agent just executed a step. Decide: continue (step worked, more steps "
                 "remain), done (goal met), replan (step failed but the goal is reachable "
                 "another way), escalate (a human is needed). Answer with one word.",
-                text, purpose="escalation:loop_evaluator", env=env, config=config,
+                text,
+                purpose="escalation:loop_evaluator",
+                env=env,
+                config=config,
                 node="loop_evaluator",
             )
             usage.append(answer.tokens)
             return Decision[str](
-                role="loop_evaluator", value=parse_choice(answer.text, _VERDICTS),
-                confidence=1.0, source="llm",
+                role="loop_evaluator",
+                value=parse_choice(answer.text, _VERDICTS),
+                confidence=1.0,
+                source="llm",
                 model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
-                latency_ms=answer.latency_ms, rationale=answer.text[:300], input=text,
+                latency_ms=answer.latency_ms,
+                rationale=answer.text[:300],
+                input=text,
             )
 
         return verdict
 
 
-def loop_node(evaluator: LoopEvaluator, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+def loop_node(
+    evaluator: LoopEvaluator, env: NodeEnv
+) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
     """A LangGraph node recording the evaluator's verdict in ``loop_verdict``."""
 
     def evaluate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:

@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from agentflow.decision import Decision
 from agentflow.errors import AgentflowError
 from agentflow.state import AgentState, Plan
-from tools.contract import ToolRegistry
 from nodes._common import NodeEnv, ask_llm, last_user_text
+from tools.contract import ToolRegistry
 
 __all__ = ["Extractor", "Flow", "PlanError", "parse_plan", "planner_node"]
 
@@ -37,7 +37,9 @@ class PlanError(AgentflowError):
 class Extractor(Protocol):
     """Pulls a flow's fields out of a request; returns them and the decisions taken."""
 
-    def __call__(self, text: str, customer: dict[str, Any]) -> tuple[dict[str, Any], list[Decision[Any]]]:
+    def __call__(
+        self, text: str, customer: dict[str, Any]
+    ) -> tuple[dict[str, Any], list[Decision[Any]]]:
         """Extract fields from ``text`` for ``customer``."""
         ...
 
@@ -107,34 +109,62 @@ def planner_node(
                 extracted, decisions = flow.extract(text, state.get("customer", {}))
             try:
                 new_plan = flow.plan(text, state.get("customer", {}), extracted)
-                return {"plan": new_plan.model_dump(mode="json"), "cursor": 0, "extracted": extracted,
-                        "decisions": env.record(config, "planner", decisions), "loop_verdict": None}
+                return {
+                    "plan": new_plan.model_dump(mode="json"),
+                    "cursor": 0,
+                    "extracted": extracted,
+                    "decisions": env.record(config, "planner", decisions),
+                    "loop_verdict": None,
+                }
             except AgentflowError as exc:
-                return {"extracted": extracted, "decisions": env.record(config, "planner", decisions),
-                        "loop_verdict": "escalate", "outcome": f"cannot plan the {route} flow: {exc}"}
+                return {
+                    "extracted": extracted,
+                    "decisions": env.record(config, "planner", decisions),
+                    "loop_verdict": "escalate",
+                    "outcome": f"cannot plan the {route} flow: {exc}",
+                }
         return _llm_plan(state, text, config, replanning)
 
-    def _llm_plan(state: AgentState, text: str, config: RunnableConfig, replanning: bool) -> dict[str, Any]:
+    def _llm_plan(
+        state: AgentState, text: str, config: RunnableConfig, replanning: bool
+    ) -> dict[str, Any]:
         if llm is None:
             return {"loop_verdict": "escalate", "outcome": "no LLM configured to plan this request"}
         user = f"Request: {text}\nCustomer: {json.dumps(state.get('customer', {}))}"
         if replanning:
-            user += "\nPrevious steps and results: " + json.dumps(state.get("observations", [])[-3:], default=str)
+            user += "\nPrevious steps and results: " + json.dumps(
+                state.get("observations", [])[-3:], default=str
+            )
         calls = tokens = 0
         error = ""
         for _ in range(attempts):
-            answer = ask_llm(llm, _plan_prompt(tools), user + error, purpose="replan" if replanning else "plan",
-                             env=env, config=config, node="planner")
+            answer = ask_llm(
+                llm,
+                _plan_prompt(tools),
+                user + error,
+                purpose="replan" if replanning else "plan",
+                env=env,
+                config=config,
+                node="planner",
+            )
             calls, tokens = calls + 1, tokens + answer.tokens
             try:
                 new_plan = parse_plan(answer.text, tools, goal=text)
             except AgentflowError as exc:
                 error = f"\nYour previous plan was rejected: {exc.message}. Fix it."
                 continue
-            return {"plan": new_plan.model_dump(mode="json"), "cursor": 0, "loop_verdict": None,
-                    "llm_calls": calls, "llm_tokens": tokens}
-        return {"llm_calls": calls, "llm_tokens": tokens, "loop_verdict": "escalate",
-                "outcome": f"the LLM gave no valid plan after {attempts} attempts{error.strip()}"}
+            return {
+                "plan": new_plan.model_dump(mode="json"),
+                "cursor": 0,
+                "loop_verdict": None,
+                "llm_calls": calls,
+                "llm_tokens": tokens,
+            }
+        return {
+            "llm_calls": calls,
+            "llm_tokens": tokens,
+            "loop_verdict": "escalate",
+            "outcome": f"the LLM gave no valid plan after {attempts} attempts{error.strip()}",
+        }
 
     return plan
-

@@ -39,8 +39,16 @@ def respond_node(
         route = state.get("route") or ""
         flow = flows.get(route)
         done = {"status": "done"} if state.get("status") != "failed" else {}
+        if state.get("loop_verdict") == "rejected":
+            # A human said no: tell the user plainly, no model needed (and none can misstate it).
+            text = f"A colleague reviewed this request and did not approve it ({state.get('outcome')})."
+            return {"messages": [ai(text)], **done}
         last = (state.get("observations") or [{}])[-1]
-        if flow is not None and flow.respond is not None and last.get("status") in ("ok", "replayed"):
+        if (
+            flow is not None
+            and flow.respond is not None
+            and last.get("status") in ("ok", "replayed")
+        ):
             text = flow.respond(state)
             return {"messages": [ai(text)], "outcome": text, **done}
         request = last_user_text(state)
@@ -57,9 +65,24 @@ def respond_node(
         if llm is None:
             text = "I have passed your request to a human colleague, who will get back to you."
             return {**update, "messages": [ai(text)], "outcome": text, **done}
-        answer = ask_llm(llm, _SYSTEM, json.dumps(facts, default=str), purpose="respond",
-                         env=env, config=config, node="respond")
-        return {**update, "messages": [ai(answer.text)], "outcome": answer.text,
-                "llm_calls": 1, "llm_tokens": answer.tokens, **done}
+        answer = ask_llm(
+            llm,
+            _SYSTEM,
+            json.dumps(facts, default=str),
+            purpose="respond",
+            env=env,
+            config=config,
+            node="respond",
+        )
+        # A failed run keeps its reason as the outcome; the LLM's wording goes to the user.
+        outcome = {} if state.get("status") == "failed" else {"outcome": answer.text}
+        return {
+            **update,
+            "messages": [ai(answer.text)],
+            **outcome,
+            "llm_calls": 1,
+            "llm_tokens": answer.tokens,
+            **done,
+        }
 
     return respond

@@ -88,15 +88,25 @@ class Router:
         def verdict(small: Decision[str] | None) -> Decision[str]:
             hint = f" (a small model guessed {small.value!r})" if small is not None else ""
             answer = ask_llm(
-                llm, self._prefix, f"Message: {text}\nRoute{hint}:", purpose="escalation:router",
-                env=env, config=config, node="router",
+                llm,
+                self._prefix,
+                f"Message: {text}\nRoute{hint}:",
+                purpose="escalation:router",
+                env=env,
+                config=config,
+                node="router",
             )
             usage.append(answer.tokens)
             route = parse_choice(answer.text, list(self.routes))
             return Decision[str](
-                role="router", value=route, confidence=1.0, source="llm",
+                role="router",
+                value=route,
+                confidence=1.0,
+                source="llm",
                 model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
-                latency_ms=answer.latency_ms, rationale=answer.text[:300], input=text,
+                latency_ms=answer.latency_ms,
+                rationale=answer.text[:300],
+                input=text,
             )
 
         return verdict
@@ -112,7 +122,9 @@ class Router:
 
         LLM tokens spent are appended to ``usage`` when given.
         """
-        verdict = self._llm_verdict(text, env or NodeEnv(), config, usage if usage is not None else [])
+        verdict = self._llm_verdict(
+            text, env or NodeEnv(), config, usage if usage is not None else []
+        )
         return resolve("router", self._slm(text), verdict, LLM_ROUTE, self.policy)
 
 
@@ -120,7 +132,8 @@ def parse_choice(text: str, choices: Sequence[str]) -> str:
     """The first of ``choices`` named in a free-text answer; ModelOutputError if none."""
     lowered = text.lower()
     hits = [
-        (m.start(), c) for c in choices
+        (m.start(), c)
+        for c in choices
         if (m := re.search(rf"(?<![a-z_]){re.escape(c.lower())}(?![a-z_])", lowered))
     ]
     if not hits:
@@ -128,7 +141,9 @@ def parse_choice(text: str, choices: Sequence[str]) -> str:
     return min(hits)[1]
 
 
-def router_node(router: Router, env: NodeEnv) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
+def router_node(
+    router: Router, env: NodeEnv
+) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
     """A LangGraph node that routes the latest user message."""
 
     def route(state: AgentState, config: RunnableConfig) -> dict[str, Any]:

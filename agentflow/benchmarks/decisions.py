@@ -91,7 +91,11 @@ def run(
     texts = [ex.text for ex in examples]
     report: dict[str, Any] = {"cores": os.cpu_count(), "n_threads": settings.n_threads}
     report["encoder_head"] = _summary(
-        "encoder_head", _time(lambda i: head.decide(texts[i % len(texts)], encoder, extra=extra[i % len(texts)]), n_head)
+        "encoder_head",
+        _time(
+            lambda i: head.decide(texts[i % len(texts)], encoder, extra=extra[i % len(texts)]),
+            n_head,
+        ),
     )
     if not generative:
         return report
@@ -110,7 +114,7 @@ def run(
             n_choice,
         ),
     )
-    report["gguf_choice"]["prefix_tokens"] = len(gguf.tokenize(prefix))
+    report["gguf_choice"]["prefix_tokens"] = len(gguf._tokenize(prefix))
     extract_prefix = (
         "Extract the ticket fields as JSON.\n"
         'Message: my order A5 is late, refund $3 now\n{"order_id": "A5", "intent": "refund", '

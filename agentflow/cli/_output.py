@@ -28,7 +28,10 @@ def emit_table(title: str, rows: Mapping[str, Any]) -> None:
     """A two-column key/value table on stdout."""
     table = Table(title=title, show_header=False)
     for key, value in rows.items():
-        table.add_row(str(key), json.dumps(value, default=str) if isinstance(value, dict | list) else str(value))
+        table.add_row(
+            str(key),
+            json.dumps(value, default=str) if isinstance(value, dict | list) else str(value),
+        )
     Console().print(table)
 
 
@@ -45,8 +48,12 @@ def progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
         yield lambda _stage, _done, _total: None
         return
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=console, transient=True,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     ) as bar:
         tasks: dict[str, Any] = {}
 

@@ -19,16 +19,22 @@ def _print_result(res: Any, json_out: bool) -> None:
     if json_out:
         emit_json(res.model_dump(mode="json"))
         return
-    console.print(f"[bold]thread[/] {res.thread_id}  [bold]route[/] {res.route}  "
-                  f"[bold]status[/] {res.status}  [bold]LLM calls[/] {res.llm_calls}")
+    console.print(
+        f"[bold]thread[/] {res.thread_id}  [bold]route[/] {res.route}  "
+        f"[bold]status[/] {res.status}  [bold]LLM calls[/] {res.llm_calls}"
+    )
     for d in res.decisions:
         flag = " (escalated)" if d.get("escalated") else ""
-        console.print(f"  {d['role']:<20} {json.dumps(d['value'], default=str)[:60]:<40} "
-                      f"conf={d['confidence']:.2f} {d['source']:<12} {d['latency_ms']:.1f} ms{flag}")
+        console.print(
+            f"  {d['role']:<20} {json.dumps(d['value'], default=str)[:60]:<40} "
+            f"conf={d['confidence']:.2f} {d['source']:<12} {d['latency_ms']:.1f} ms{flag}"
+        )
     if res.pending_approval:
         p = res.pending_approval
-        console.print(f"[yellow]waiting for approval[/] {p['approval_id']}: {p['tool']} "
-                      f"{json.dumps(p['args'])} digest={p['digest'][:16]}…")
+        console.print(
+            f"[yellow]waiting for approval[/] {p['approval_id']}: {p['tool']} "
+            f"{json.dumps(p['args'])} digest={p['digest'][:16]}…"
+        )
     if res.outcome:
         console.print(f"[green]outcome[/] {res.outcome}")
     typer.echo(res.status)
@@ -36,13 +42,17 @@ def _print_result(res: Any, json_out: bool) -> None:
 
 def _weak_llm_warning(settings: Settings) -> None:
     if not settings.llm_base_url:
-        console.print("[yellow]note:[/] no AGENTFLOW_LLM_BASE_URL: the LLM role is played by the "
-                      "local 270M GGUF, a weak default (set an OpenAI-compatible endpoint).")
+        console.print(
+            "[yellow]note:[/] no AGENTFLOW_LLM_BASE_URL: the LLM role is played by the "
+            "local 270M GGUF, a weak default (set an OpenAI-compatible endpoint)."
+        )
 
 
 def run(
     message: str = typer.Argument(..., help="The user's message."),
-    graph: str = typer.Option(DEFAULT_GRAPH, "--graph", "-g", help="Graph module (path or dotted)."),
+    graph: str = typer.Option(
+        DEFAULT_GRAPH, "--graph", "-g", help="Graph module (path or dotted)."
+    ),
     thread: str | None = typer.Option(None, "--thread", help="Thread id (default: a new one)."),
     customer: str | None = typer.Option(None, "--customer", help="Customer email (support agent)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -54,7 +64,9 @@ def run(
     _weak_llm_warning(settings)
     try:
         with AgentRuntime.open(graph, settings=settings) as rt:
-            res = rt.run(message, thread_id=thread, customer={"email": customer} if customer else None)
+            res = rt.run(
+                message, thread_id=thread, customer={"email": customer} if customer else None
+            )
     except AgentflowError as exc:
         fail(exc)
     _print_result(res, json_out)
@@ -80,8 +92,10 @@ def approvals(
     if not pending:
         typer.echo("no pending approvals")
     for p in pending:
-        typer.echo(f"{p['thread_id']}  {p['approval_id']}  {p['tool']} {json.dumps(p['args'])}  "
-                   f"class={p['assessment'].get('class')}  digest={p['digest']}")
+        typer.echo(
+            f"{p['thread_id']}  {p['approval_id']}  {p['tool']} {json.dumps(p['args'])}  "
+            f"class={p['assessment'].get('class')}  digest={p['digest']}"
+        )
 
 
 def resume(
@@ -91,7 +105,9 @@ def resume(
     edit: str | None = typer.Option(None, "--edit", help="Approve with these arguments (JSON)."),
     respond: str | None = typer.Option(None, "--respond", help="Send a message back to the agent."),
     by: str | None = typer.Option(None, "--by", help="Approver name (required to answer)."),
-    digest: str | None = typer.Option(None, "--digest", help="Digest you approve (default: the pending one)."),
+    digest: str | None = typer.Option(
+        None, "--digest", help="Digest you approve (default: the pending one)."
+    ),
     graph: str = typer.Option(DEFAULT_GRAPH, "--graph", "-g", help="Graph module."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -99,7 +115,11 @@ def resume(
     from agentflow.runtime import AgentRuntime
     from nodes.approval import ApprovalAnswer
 
-    chosen = [k for k, v in {"approve": approve, "reject": reject, "edit": edit, "respond": respond}.items() if v]
+    chosen = [
+        k
+        for k, v in {"approve": approve, "reject": reject, "edit": edit, "respond": respond}.items()
+        if v
+    ]
     if len(chosen) > 1:
         fail("choose one of --approve, --reject, --edit, --respond", code=2)
     try:
@@ -113,8 +133,10 @@ def resume(
                 answer = ApprovalAnswer(
                     approval_id=pending.approval_id if pending else "none",
                     decision=chosen[0],  # type: ignore[arg-type]
-                    approver=by, digest=digest or (pending.digest if pending else ""),
-                    args=json.loads(edit) if edit else None, message=respond,
+                    approver=by,
+                    digest=digest or (pending.digest if pending else ""),
+                    args=json.loads(edit) if edit else None,
+                    message=respond,
                 )
                 res = rt.answer(thread, answer)
     except (AgentflowError, json.JSONDecodeError) as exc:
@@ -140,9 +162,15 @@ def setup() -> None:
 
 
 def assess(
-    tool_file: Path = typer.Option(..., "--tool", help="MCP tool definition (.json) or many (.jsonl)."),
-    args: str = typer.Option("{}", "--args", help="Arguments of the call (JSON), for a single tool."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON (one line per tool for .jsonl)."),
+    tool_file: Path = typer.Option(
+        ..., "--tool", help="MCP tool definition (.json) or many (.jsonl)."
+    ),
+    args: str = typer.Option(
+        "{}", "--args", help="Arguments of the call (JSON), for a single tool."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", help="Print JSON (one line per tool for .jsonl)."
+    ),
 ) -> None:
     """Run the consequence modeler on tool definitions; print class, confidence, source, floor."""
     from agentflow.heads import consequence_examples, head_for
@@ -154,7 +182,9 @@ def assess(
         encoder = load_encoder(settings)
         modeler = ConsequenceModeler(
             head=head_for("consequence_modeler", consequence_examples(), encoder, settings),
-            encoder=encoder, llm=None, threshold=settings.consequence_threshold,
+            encoder=encoder,
+            llm=None,
+            threshold=settings.consequence_threshold,
         )
         text = tool_file.read_text(encoding="utf-8")
         if tool_file.suffix == ".jsonl":
@@ -167,6 +197,12 @@ def assess(
         definition = item.get("tool", item)
         result = modeler.assess(definition, item.get("args") or {})
         final = result.decisions[-1]
-        row = {"tool": definition.get("name"), "class": result.cls, "confidence": round(final.confidence, 4),
-               "source": final.source, "floor": result.floor, "proposed": result.proposed}
+        row = {
+            "tool": definition.get("name"),
+            "class": result.cls,
+            "confidence": round(final.confidence, 4),
+            "source": final.source,
+            "floor": result.floor,
+            "proposed": result.proposed,
+        }
         typer.echo(json.dumps(row) if json_out else "  ".join(f"{k}={v}" for k, v in row.items()))

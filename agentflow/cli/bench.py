@@ -47,9 +47,13 @@ def idempotency(
 @app.command("workload")
 def workload(
     graph: str = typer.Option("graphs/support.py", "--graph", help="Graph module."),
-    file: Path = typer.Option(Path("graphs/data/support_workload.jsonl"), "--workload", help="Labelled workload."),
+    file: Path = typer.Option(
+        Path("graphs/data/support_workload.jsonl"), "--workload", help="Labelled workload."
+    ),
     limit: int | None = typer.Option(None, "--limit", help="Only the first N messages."),
-    llm_limit: int | None = typer.Option(None, "--llm-limit", help="Only the first N in all-LLM mode."),
+    llm_limit: int | None = typer.Option(
+        None, "--llm-limit", help="Only the first N in all-LLM mode."
+    ),
     slm_only: bool = typer.Option(False, "--slm-only", help="Skip the all-LLM comparison."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
@@ -58,8 +62,14 @@ def workload(
 
     try:
         with progress(not json_out) as update:
-            report = run(graph, file, limit=limit, llm_limit=llm_limit,
-                         modes=("slm",) if slm_only else ("slm", "llm"), progress=update)
+            report = run(
+                graph,
+                file,
+                limit=limit,
+                llm_limit=llm_limit,
+                modes=("slm",) if slm_only else ("slm", "llm"),
+                progress=update,
+            )
     except AgentflowError as exc:
         fail(exc)
     emit_json(report) if json_out else emit_table("workload", report)

@@ -31,5 +31,13 @@ def split(
         fail(exc)
     write_examples(train_out, train)
     write_examples(test_out, test)
-    emit_json({"train": str(train_out), "n_train": len(train), "test": str(test_out),
-               "n_test": len(test), "seed": seed, "test_size": test_size})
+    emit_json(
+        {
+            "train": str(train_out),
+            "n_train": len(train),
+            "test": str(test_out),
+            "n_test": len(test),
+            "seed": seed,
+            "test_size": test_size,
+        }
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import typer
-
 from agentflow.cli._output import console, fail
 from agentflow.errors import AgentflowError
 from agentflow.settings import Settings
@@ -36,9 +34,15 @@ def demo() -> None:
                 if res.pending_approval:
                     p = res.pending_approval
                     console.print(f"[bold]approving[/] {p['approval_id']} as 'demo-approver'")
-                    res = rt.answer(res.thread_id, ApprovalAnswer(
-                        approval_id=p["approval_id"], decision="approve", approver="demo-approver",
-                        digest=p["digest"]))
+                    res = rt.answer(
+                        res.thread_id,
+                        ApprovalAnswer(
+                            approval_id=p["approval_id"],
+                            decision="approve",
+                            approver="demo-approver",
+                            digest=p["digest"],
+                        ),
+                    )
                     _print_result(res, json_out=False)
     except AgentflowError as exc:
         fail(exc)

@@ -20,13 +20,21 @@ app = typer.Typer(help="Evaluate small models on labelled data.", no_args_is_hel
 def router(
     train: Path = typer.Option(..., "--train", help="Training examples (CSV or JSONL)."),
     test: Path | None = typer.Option(
-        None, "--test", help="Test examples; default: a stratified 20% held out of --train (seed 0)."
+        None,
+        "--test",
+        help="Test examples; default: a stratified 20% held out of --train (seed 0).",
     ),
     text_col: str = typer.Option("text", "--text-col", help="Text column."),
-    label_col: str = typer.Option("label", "--label-col", help="Label column (falls back to 'category')."),
+    label_col: str = typer.Option(
+        "label", "--label-col", help="Label column (falls back to 'category')."
+    ),
     oos_label: str | None = typer.Option(None, "--oos-label", help="Label of out-of-scope rows."),
-    threshold: float = typer.Option(0.8, "--threshold", help="Confidence needed to act without the LLM."),
-    samples: int = typer.Option(300, "--latency-samples", help="Messages timed one at a time (>=200)."),
+    threshold: float = typer.Option(
+        0.8, "--threshold", help="Confidence needed to act without the LLM."
+    ),
+    samples: int = typer.Option(
+        300, "--latency-samples", help="Messages timed one at a time (>=200)."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Train an encoder head on --train and report accuracy, coverage, ECE and latency."""
@@ -40,8 +48,13 @@ def router(
         encoder = load_encoder(Settings())
         with progress(not json_out) as update:
             report = evaluate_router(
-                train_rows, test_rows, encoder, threshold=threshold, oos_label=oos_label,
-                latency_samples=samples, progress=update,
+                train_rows,
+                test_rows,
+                encoder,
+                threshold=threshold,
+                oos_label=oos_label,
+                latency_samples=samples,
+                progress=update,
             )
     except AgentflowError as exc:
         fail(exc)
@@ -49,3 +62,40 @@ def router(
         emit_json(report)
     else:
         emit_table("router evaluation", report)
+
+
+@app.command("consequence")
+def consequence(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Consequence modeler on the shipped tool set, 20% of tools held out (never seen in training)."""
+    import json as _json
+    from importlib.resources import files
+
+    from agentflow.evaluation import evaluate_grouped
+    from agentflow.heads import consequence_examples
+
+    rows = files("nodes").joinpath("data", "consequence_tools.jsonl").read_text().splitlines()
+    groups = [_json.loads(r)["tool"]["name"] for r in rows if r.strip()]
+    report = evaluate_grouped(
+        "consequence_modeler", consequence_examples(), groups, load_encoder(Settings())
+    )
+    emit_json(report) if json_out else emit_table("consequence modeler (held-out tools)", report)
+
+
+@app.command("loop")
+def loop(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Loop evaluator on the shipped examples, 20% of goals held out."""
+    import json as _json
+    from importlib.resources import files
+
+    from agentflow.evaluation import evaluate_grouped
+    from agentflow.heads import loop_examples
+
+    rows = files("nodes").joinpath("data", "loop_examples.jsonl").read_text().splitlines()
+    groups = [_json.loads(r)["goal"] for r in rows if r.strip()]
+    examples, extra = loop_examples()
+    report = evaluate_grouped(
+        "loop_evaluator", examples, groups, load_encoder(Settings()), extra=extra
+    )
+    emit_json(report) if json_out else emit_table("loop evaluator (held-out goals)", report)

@@ -12,7 +12,9 @@ app = typer.Typer(help="Inspect and verify the small models.", no_args_is_help=T
 
 
 @app.command("check")
-def check(json_out: bool = typer.Option(True, "--json/--table", help="JSON (default) or a table.")) -> None:
+def check(
+    json_out: bool = typer.Option(True, "--json/--table", help="JSON (default) or a table."),
+) -> None:
     """Verify every configured model file by sha256; exit 1 on any problem."""
     report = check_models(Settings())
     if json_out:

@@ -63,6 +63,7 @@ def serve(
     import uvicorn
 
     from agentflow.cli.agent import _weak_llm_warning
+    from agentflow.runtime import load_graph_module
     from agentflow.server.app import create_app, graph_name
 
     settings = Settings()
@@ -89,6 +90,7 @@ def serve(
 
     console.print(f"loading {graph} …")
     try:
+        load_graph_module(graph)  # a wrong path fails here, with its fix, not inside uvicorn
         app = create_app(settings, graph=graph)
         config: dict[str, Any] = {"log_level": "warning", "lifespan": "on"}
         _Server(uvicorn.Config(app, **config)).run(sockets=[sock])

@@ -8,6 +8,8 @@ be. ECE (15 equal-width bins) says how far claimed confidence is from accuracy.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from numpy.typing import NDArray
 from scipy.optimize import minimize_scalar
@@ -17,7 +19,7 @@ __all__ = ["expected_calibration_error", "fit_temperature", "softmax"]
 FloatArray = NDArray[np.floating]
 
 
-def softmax(logits: FloatArray, temperature: float = 1.0) -> FloatArray:
+def softmax(logits: FloatArray, temperature: float = 1.0) -> NDArray[np.float64]:
     """Row-wise softmax of ``logits / temperature``, numerically stable."""
     z = np.asarray(logits, dtype=np.float64) / temperature
     z = z - z.max(axis=-1, keepdims=True)
@@ -52,7 +54,7 @@ def expected_calibration_error(
         return 0.0
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+    for lo, hi in itertools.pairwise(edges):
         mask = (confidences > lo) & (confidences <= hi)
         if mask.any():
             ece += mask.mean() * abs(correct[mask].mean() - confidences[mask].mean())

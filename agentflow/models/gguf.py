@@ -405,6 +405,8 @@ class GgufModel:
         from llama_cpp import llama_get_logits_ith
 
         llm = self._llm
+        if not tokens:
+            raise ModelError("nothing to evaluate: empty prompt", hint="pass a prefix or a text")
         if len(tokens) >= llm.n_ctx():
             raise ModelError(
                 f"prompt of {len(tokens)} tokens fills the context window of {llm.n_ctx()}",

@@ -181,8 +181,10 @@ class EncoderHead:
         x = np.asarray(embeddings, dtype=np.float64)
         if self.n_extra:
             if extra is None or np.asarray(extra).shape != (len(x), self.n_extra):
-                raise ArtifactError(f"the {self.role} head needs {self.n_extra} extra features per input",
-                                    hint="pass the same side-features the head was trained with")
+                raise ArtifactError(
+                    f"the {self.role} head needs {self.n_extra} extra features per input",
+                    hint="pass the same side-features the head was trained with",
+                )
             x = np.hstack([x, np.asarray(extra, dtype=np.float64)])
         logits = x @ self.coef.T + self.intercept
         return softmax(logits, self.temperature)
@@ -207,7 +209,9 @@ class EncoderHead:
             value=self.labels[best],
             confidence=float(probs[best]),
             source="slm:encoder",
-            model=ModelRef(name=f"{self.role}-head+{self.encoder_name}", sha256=self.sha256 or None),
+            model=ModelRef(
+                name=f"{self.role}-head+{self.encoder_name}", sha256=self.sha256 or None
+            ),
             latency_ms=(time.perf_counter() - start) * 1000,
             calibrated=self.calibrated,
             scores={self.labels[int(i)]: round(float(probs[int(i)]), 4) for i in order},

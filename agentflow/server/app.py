@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from agentflow.errors import (
@@ -233,8 +234,6 @@ def create_app(
     )
     async def answer_approval(request: Request, thread_id: str = thread_path) -> RunResult:
         """Approve, reject, edit or respond as the approver the bearer token belongs to."""
-        from starlette.concurrency import run_in_threadpool
-
         svc = service()
         raw = await request.body()
         try:

@@ -15,8 +15,18 @@ BANKING = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77" 
 
 def test_eval_router_reports_every_metric(tmp_path: Path) -> None:
     with BANKING.open() as fh:
-        rows = [r for r in csv.DictReader(fh) if r["category"] in
-                ("card_arrival", "exchange_rate", "pin_blocked", "top_up_failed", "lost_or_stolen_card")]
+        rows = [
+            r
+            for r in csv.DictReader(fh)
+            if r["category"]
+            in (
+                "card_arrival",
+                "exchange_rate",
+                "pin_blocked",
+                "top_up_failed",
+                "lost_or_stolen_card",
+            )
+        ]
     # Make one label out-of-scope: it is absent from training and must fall below the threshold.
     train = [r for r in rows[::2] if r["category"] != "lost_or_stolen_card"]
     test = rows[1::2]
@@ -25,11 +35,26 @@ def test_eval_router_reports_every_metric(tmp_path: Path) -> None:
             w = csv.writer(fh)
             w.writerow(["utterance", "intent"])
             w.writerows([(r["text"], r["category"]) for r in part])
-    result = CliRunner().invoke(app, [
-        "eval", "router", "--train", str(tmp_path / "train.csv"), "--test", str(tmp_path / "test.csv"),
-        "--text-col", "utterance", "--label-col", "intent", "--oos-label", "lost_or_stolen_card",
-        "--latency-samples", "200", "--json",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "router",
+            "--train",
+            str(tmp_path / "train.csv"),
+            "--test",
+            str(tmp_path / "test.csv"),
+            "--text-col",
+            "utterance",
+            "--label-col",
+            "intent",
+            "--oos-label",
+            "lost_or_stolen_card",
+            "--latency-samples",
+            "200",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["n"] == len(test)

@@ -15,8 +15,13 @@ from agentflow.consequence import (
 
 hints = st.one_of(st.none(), st.booleans())
 annotations = st.builds(
-    lambda r, d, i, irr: ToolAnnotations(readOnlyHint=r, destructiveHint=d, idempotentHint=i, irreversible=irr),
-    hints, hints, hints, hints,
+    lambda r, d, i, irr: ToolAnnotations(
+        readOnlyHint=r, destructiveHint=d, idempotentHint=i, irreversible=irr
+    ),
+    hints,
+    hints,
+    hints,
+    hints,
 )
 
 
@@ -32,8 +37,11 @@ def test_floor_is_never_lowered(ann: ToolAnnotations, proposed: str) -> None:
 
 @given(st.sampled_from(CONSEQUENCE_CLASSES))
 def test_destructive_or_irreversible_declarations_always_need_approval(proposed: str) -> None:
-    for ann in (ToolAnnotations(destructiveHint=True), ToolAnnotations(irreversible=True),
-                ToolAnnotations(readOnlyHint=True, destructiveHint=True)):
+    for ann in (
+        ToolAnnotations(destructiveHint=True),
+        ToolAnnotations(irreversible=True),
+        ToolAnnotations(readOnlyHint=True, destructiveHint=True),
+    ):
         assert apply_floor(floor_from_annotations(ann), proposed) == "irreversible"  # type: ignore[arg-type]
 
 
@@ -47,5 +55,8 @@ def test_floors_from_annotations() -> None:
     assert floor_from_annotations(None) is None
     assert floor_from_annotations(ToolAnnotations()) is None
     assert floor_from_annotations(ToolAnnotations(readOnlyHint=True)) == "safe"
-    assert floor_from_annotations(ToolAnnotations(readOnlyHint=False, idempotentHint=True)) == "retry_safe"
+    assert (
+        floor_from_annotations(ToolAnnotations(readOnlyHint=False, idempotentHint=True))
+        == "retry_safe"
+    )
     assert floor_from_annotations(ToolAnnotations(readOnlyHint=False)) == "retry_unsafe"

@@ -10,9 +10,17 @@ from agentflow.decision import Decision, EscalationPolicy, resolve
 from agentflow.errors import ModelOutputError
 
 
-def _d(value: str, confidence: float, *, calibrated: bool = True, source: Any = "slm:encoder") -> Decision[str]:
-    return Decision[str](role="router", value=value, confidence=confidence, source=source,
-                         latency_ms=1.0, calibrated=calibrated)
+def _d(
+    value: str, confidence: float, *, calibrated: bool = True, source: Any = "slm:encoder"
+) -> Decision[str]:
+    return Decision[str](
+        role="router",
+        value=value,
+        confidence=confidence,
+        source=source,
+        latency_ms=1.0,
+        calibrated=calibrated,
+    )
 
 
 def _llm(value: str):
@@ -37,7 +45,9 @@ def test_confident_calibrated_decision_is_acted_on_without_llm() -> None:
 @pytest.mark.parametrize("confidence,calibrated", [(0.79, True), (0.99, False)])
 def test_low_or_uncalibrated_confidence_escalates(confidence: float, calibrated: bool) -> None:
     llm, calls = _llm("pricing")
-    res = resolve("router", lambda: _d("refund", confidence, calibrated=calibrated), llm, "llm", POLICY)
+    res = resolve(
+        "router", lambda: _d("refund", confidence, calibrated=calibrated), llm, "llm", POLICY
+    )
     assert res.llm_called and res.final.value == "pricing" and res.final.escalated
     assert calls[0] is not None and calls[0].value == "refund"
     assert [d.source for d in res.trail] == ["slm:encoder", "llm"]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from agentflow.cli import app
 from agentflow.decision import Decision, EscalationPolicy
-from agentflow.errors import ArtifactError, ConfigurationError
+from agentflow.errors import ArtifactError, ConfigurationError, DataError
 from agentflow.examples import Example
 from agentflow.heads import head_for
 from agentflow.models.encoder import Encoder
@@ -104,7 +104,10 @@ def routes():
 
 
 def _routes() -> list[Route]:
-    return [Route(name=n, description=d, examples=tuple(EXAMPLES.get(n, ()))) for n, d in DESCRIPTIONS.items()]
+    return [
+        Route(name=n, description=d, examples=tuple(EXAMPLES.get(n, ())))
+        for n, d in DESCRIPTIONS.items()
+    ]
 
 
 class Loop:
@@ -116,7 +119,9 @@ class Loop:
         self.unrecorded = NodeEnv(graph="loop-test")
         self.threads = 0
 
-    def route(self, head: EncoderHead, text: str, right: str, record: bool = True) -> dict[str, Any]:
+    def route(
+        self, head: EncoderHead, text: str, right: str, record: bool = True
+    ) -> dict[str, Any]:
         # A fresh fake LLM per message, so that it answers this message's right route.
         router = Router(_routes(), encoder=self.encoder, head=head,
                         llm=FakeListChatModel(responses=[f"Route: {right}"]),
@@ -126,7 +131,9 @@ class Loop:
         node = router_node(router, self.env if record else self.unrecorded)
         return node({"messages": [HumanMessage(text)]}, config)  # type: ignore[arg-type]
 
-    def escalation_rate(self, head: EncoderHead, texts: list[str], right: str, record: bool = True) -> float:
+    def escalation_rate(
+        self, head: EncoderHead, texts: list[str], right: str, record: bool = True
+    ) -> float:
         outs = [self.route(head, t, right, record) for t in texts]
         assert all(o["route"] == right for o in outs if o["llm_calls"])  # the LLM was followed
         return sum(o["llm_calls"] for o in outs) / len(texts)
@@ -163,7 +170,9 @@ def trained(world: dict[str, Any], encoder: Encoder) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AGENTFLOW_DATA_DIR", str(settings.data_dir))
         mp.setenv("AGENTFLOW_DATABASE_URL", settings.resolved_database_url)
-        result = CliRunner().invoke(app, ["train", "--role", "router", "--graph", world["graph"], "--json"])
+        result = CliRunner().invoke(
+            app, ["train", "--role", "router", "--graph", world["graph"], "--json"]
+        )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
 
@@ -178,8 +187,12 @@ def trained(world: dict[str, Any], encoder: Encoder) -> dict[str, Any]:
     return {**numbers, "verdicts": verdicts, "head": new_head}
 
 
-def test_the_escalation_rate_on_an_unseen_class_drops_after_training(trained: dict[str, Any]) -> None:
-    assert trained["escalation_before"] > 0.1, "the head should have escalated part of the new class"
+def test_the_escalation_rate_on_an_unseen_class_drops_after_training(
+    trained: dict[str, Any],
+) -> None:
+    assert trained["escalation_before"] > 0.1, (
+        "the head should have escalated part of the new class"
+    )
     assert trained["escalation_after"] < trained["escalation_before"]
     assert trained["escalation_after"] <= 0.05
     # Messages the new head never saw, of the same class, no longer need the LLM either.
@@ -187,7 +200,9 @@ def test_the_escalation_rate_on_an_unseen_class_drops_after_training(trained: di
     assert NEW_ROUTE in trained["head"].labels
 
 
-def test_llm_verdicts_were_recorded_and_distilled(trained: dict[str, Any], world: dict[str, Any]) -> None:
+def test_llm_verdicts_were_recorded_and_distilled(
+    trained: dict[str, Any], world: dict[str, Any]
+) -> None:
     ledger: Ledger = world["ledger"]
     new_route_verdicts = [v for v in trained["verdicts"] if v.value == NEW_ROUTE]
     assert len(new_route_verdicts) >= 4
@@ -202,7 +217,9 @@ def test_llm_verdicts_were_recorded_and_distilled(trained: dict[str, Any], world
     assert report["new"]["accuracy"] >= report["old"]["accuracy"]
 
 
-def test_every_head_version_is_recorded_with_its_hash(trained: dict[str, Any], world: dict[str, Any]) -> None:
+def test_every_head_version_is_recorded_with_its_hash(
+    trained: dict[str, Any], world: dict[str, Any]
+) -> None:
     (version,) = [v for v in world["ledger"].head_versions("router") if v.accepted]
     assert version.sha256 == trained["train"]["sha256"] == trained["head"].sha256
     assert EncoderHead.load(version.path).sha256 == version.sha256
@@ -210,7 +227,9 @@ def test_every_head_version_is_recorded_with_its_hash(trained: dict[str, Any], w
     assert version.metrics["old_sha256"] == world["start_head"].sha256
 
 
-def test_distilling_again_adds_nothing_and_a_human_label_wins(trained: dict[str, Any], world: dict[str, Any]) -> None:
+def test_distilling_again_adds_nothing_and_a_human_label_wins(
+    trained: dict[str, Any], world: dict[str, Any]
+) -> None:
     ledger: Ledger = world["ledger"]
     assert distill(ledger, "router") == 0
     episode = next(ep for ep in ledger.episodes("router") if ep.verdict is not None)
@@ -225,18 +244,38 @@ def test_a_head_that_is_not_better_is_recorded_but_not_used(
     trained: dict[str, Any], world: dict[str, Any], encoder: Encoder
 ) -> None:
     settings: Settings = world["settings"]
+    ledger: Ledger = world["ledger"]
+    ctx = RunContext(thread_id="reviewed", run_id="r", node="router")
+    for text in FRESH[:8]:  # a reviewer labels decisions the current head never saw
+        small = Decision[str](role="router", value="complaint", confidence=0.5, source="slm:encoder",
+                              latency_ms=1.0, input=text)  # fmt: skip
+        ledger.add_label(ledger.record_decision(ctx, small), NEW_ROUTE, "dana")
     # A policy demanding a 100-point improvement can never be met: the run must keep the old head.
-    result = train("router", settings, graph=world["graph"], encoder=encoder, ledger=world["ledger"],
+    result = train("router", settings, graph=world["graph"], encoder=encoder, ledger=ledger,
                    policy=AcceptancePolicy(tolerance=-1.0))  # fmt: skip
     assert not result.accepted and "worse" in result.reason
-    versions = world["ledger"].head_versions("router")
+    assert result.n_heldout == 2 and result.sources["human"] >= 8
+    versions = ledger.head_versions("router")
     assert [v.accepted for v in versions] == [True, False]
     assert Path(result.path).is_file() and versions[-1].sha256 == result.sha256
     current = active_head("router", settings, encoder, labels=DESCRIPTIONS)
     assert current is not None and current.sha256 == trained["head"].sha256
 
 
-def test_a_modified_active_head_is_refused(trained: dict[str, Any], world: dict[str, Any], encoder: Encoder) -> None:
+def test_training_with_nothing_new_is_refused(world: dict[str, Any], encoder: Encoder) -> None:
+    url = f"sqlite:///{world['tmp']}/empty.db"
+    settings = Settings(data_dir=world["settings"].data_dir, database_url=url)
+    with Ledger(url) as ledger:
+        ledger.setup()
+        # Only the examples the current head was trained on: a comparison would be meaningless.
+        with pytest.raises(DataError, match="has not trained on"):
+            train("router", settings, graph=world["graph"], encoder=encoder, ledger=ledger)
+        assert ledger.head_versions() == []
+
+
+def test_a_modified_active_head_is_refused(
+    trained: dict[str, Any], world: dict[str, Any], encoder: Encoder
+) -> None:
     path = Path([v for v in world["ledger"].head_versions("router") if v.accepted][-1].path)
     original = path.read_text()
     try:
@@ -248,7 +287,9 @@ def test_a_modified_active_head_is_refused(trained: dict[str, Any], world: dict[
     finally:
         path.write_text(original)
     # A graph whose routes no longer include the head's classes does not get it.
-    assert active_head("router", world["settings"], encoder, labels=["order_status", "refund"]) is None
+    assert (
+        active_head("router", world["settings"], encoder, labels=["order_status", "refund"]) is None
+    )
 
 
 def test_no_database_means_no_active_head_and_no_file(tmp_path: Path, encoder: Encoder) -> None:
@@ -272,7 +313,9 @@ def test_acceptance_compares_what_matters() -> None:
     assert not policy.accepts(None, score(0.9, 0.8, 0.0).model_copy(update={"n": 0}))[0]
 
 
-def test_roles_without_a_text_head_are_refused_and_unknown_values_dropped(world: dict[str, Any]) -> None:
+def test_roles_without_a_text_head_are_refused_and_unknown_values_dropped(
+    world: dict[str, Any],
+) -> None:
     with pytest.raises(ConfigurationError, match="loop_evaluator"):
         role_examples("loop_evaluator")
     with pytest.raises(ConfigurationError, match="--graph"):

@@ -40,12 +40,22 @@ def _child_run(trial: int, inject: bool) -> None:
             raise AssertionError("unreachable")
 
         SupportStore.refund = refund_then_die  # type: ignore[method-assign]
+    _log("child opening runtime")
     with AgentRuntime.open("graphs/support.py", llm=_llm()) as rt:
+        _log("child running")
         res = rt.run(_message(trial), thread_id=f"crash-{trial}")
+        _log(f"child ran: {res.status}")
         if res.pending_approval:
             p = res.pending_approval
-            rt.answer(res.thread_id, ApprovalAnswer(approval_id=p["approval_id"], decision="approve",
-                                                    approver="crash-test", digest=p["digest"]))
+            rt.answer(
+                res.thread_id,
+                ApprovalAnswer(
+                    approval_id=p["approval_id"],
+                    decision="approve",
+                    approver="crash-test",
+                    digest=p["digest"],
+                ),
+            )
 
 
 def _child_recover(trial: int, out_fd: int) -> None:
@@ -57,19 +67,26 @@ def _child_recover(trial: int, out_fd: int) -> None:
     thread = f"crash-{trial}"
     with AgentRuntime.open("graphs/support.py", llm=_llm()) as rt:
         res = rt.result(thread)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if res.pending_approval:
                 p = res.pending_approval
-                res = rt.answer(thread, ApprovalAnswer(approval_id=p["approval_id"], decision="approve",
-                                                       approver="crash-test", digest=p["digest"]))
+                res = rt.answer(
+                    thread,
+                    ApprovalAnswer(
+                        approval_id=p["approval_id"],
+                        decision="approve",
+                        approver="crash-test",
+                        digest=p["digest"],
+                    ),
+                )
             elif not res.decisions:  # killed before the first checkpoint: nothing ran, start again
                 res = rt.run(_message(trial), thread_id=thread)
-            elif res.status in ("done",) or (res.status == "failed" and "unknown" in (res.outcome or "")):
-                break
-            else:  # stopped mid-graph (killed, or the key's lease is still held): resume
+            elif res.resumable:  # stopped mid-graph (killed, or the key's lease is still held)
                 time.sleep(0.3)
                 res = rt.retry(thread)
+            else:
+                break
         os.write(out_fd, json.dumps({"status": res.status, "outcome": res.outcome}).encode())
 
 
@@ -81,6 +98,11 @@ def _llm() -> Any:
 
 def _message(trial: int) -> str:
     return f"Order 58812 arrived broken, please refund ${(100 + trial) / 100:.2f} to my card"
+
+
+def _log(msg: str) -> None:
+    if os.environ.get("CRASH_HARNESS_DEBUG"):
+        print(f"[{time.monotonic():.2f} pid {os.getpid()}] {msg}", file=sys.stderr, flush=True)
 
 
 def _fork(target: Any, *args: Any) -> int:
@@ -115,6 +137,7 @@ def main() -> None:
     trials: list[dict[str, Any]] = []
     for trial in range(args.trials):
         inject = trial % 3 == 0
+        _log(f"trial {trial} start")
         pid = _fork(_child_run, trial, inject)
         delay = None if inject else rng.uniform(0.0, args.max_delay)
         if delay is not None:
@@ -123,15 +146,26 @@ def main() -> None:
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status)
         read, write = os.pipe()
+        _log(f"trial {trial} killed={killed}; recovering")
         rpid = _fork(_child_recover, trial, write)
         os.close(write)
         os.waitpid(rpid, 0)
         final = json.loads(os.read(read, 65536) or b"{}")
         os.close(read)
         with sqlite3.connect(support_db) as db:
-            effects = db.execute("SELECT COUNT(*) FROM refunds WHERE amount_cents = ?", (100 + trial,)).fetchone()[0]
-        trials.append({"trial": trial, "injected": inject, "delay": delay, "killed": killed,
-                       "effects": effects, **final})
+            effects = db.execute(
+                "SELECT COUNT(*) FROM refunds WHERE amount_cents = ?", (100 + trial,)
+            ).fetchone()[0]
+        trials.append(
+            {
+                "trial": trial,
+                "injected": inject,
+                "delay": delay,
+                "killed": killed,
+                "effects": effects,
+                **final,
+            }
+        )
     report = {
         "runs": len(trials),
         "kills": sum(t["killed"] for t in trials),

@@ -13,26 +13,38 @@ from typing import Any
 
 from checkpoints.ledger import Ledger
 from checkpoints.savers import setup_savers
+from tests.fixtures.heads import data_dir_with_heads
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_sigkill_never_duplicates_a_payment_and_loses_no_run(tmp_path: Path, valkey_server: Any) -> None:
+def test_sigkill_never_duplicates_a_payment_and_loses_no_run(
+    tmp_path: Path, valkey_server: Any, heads_cache: Path
+) -> None:
     db = f"sqlite:///{tmp_path}/db.sqlite"
     setup_savers(db)
     Ledger(db).setup()
     env = {
         **os.environ,
-        "AGENTFLOW_DATA_DIR": str(tmp_path / "af"),
+        "AGENTFLOW_DATA_DIR": str(data_dir_with_heads(tmp_path / "af", heads_cache)),
         "AGENTFLOW_DATABASE_URL": db,
         "AGENTFLOW_REDIS_URL": valkey_server.url,
         "AGENTFLOW_SUPPORT_DB": str(tmp_path / "support.db"),
         "AGENTFLOW_LEASE_SECONDS": "1.5",
         "AGENTFLOW_NAMESPACE": f"crash-{tmp_path.name}",
+        # One torch thread: no OpenMP pool exists when the harness forks its children.
+        "AGENTFLOW_N_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
     }
-    proc = subprocess.run([sys.executable, str(HARNESS), "--trials", "51", "--seed", "7"], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(HARNESS), "--trials", "51", "--seed", "7"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     print({k: v for k, v in report.items() if k != "trials"})

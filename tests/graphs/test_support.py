@@ -19,14 +19,21 @@ from checkpoints.ledger import Ledger
 from checkpoints.savers import setup_savers
 from graphs import support
 from nodes.approval import ApprovalAnswer
+from tests.fixtures.heads import data_dir_with_heads
 
 LLM_TEXT = "Thanks for reaching out. Our Pro plan is $29 per month and includes priority support."
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory, valkey_server: Any) -> Iterator[Settings]:
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, valkey_server: Any, heads_cache: Path
+) -> Iterator[Settings]:
     tmp = tmp_path_factory.mktemp("support")
-    s = Settings(data_dir=tmp / "af", database_url=f"sqlite:///{tmp}/db.sqlite", redis_url=valkey_server.url)
+    s = Settings(
+        data_dir=data_dir_with_heads(tmp / "af", heads_cache),
+        database_url=f"sqlite:///{tmp}/db.sqlite",
+        redis_url=valkey_server.url,
+    )
     old = os.environ.get("AGENTFLOW_SUPPORT_DB")
     os.environ["AGENTFLOW_SUPPORT_DB"] = str(tmp / "support.db")
     support.store.cache_clear()
@@ -57,13 +64,17 @@ def test_order_status_needs_no_llm(rt: AgentRuntime) -> None:
     assert res.llm_calls == 0
     order = support.store().order("A10234")
     assert order is not None and order["tracking"] in (res.outcome or "")
-    assert ("router", "slm:encoder") in _roles(res) and ("loop_evaluator", "slm:encoder") in _roles(res)
+    assert ("router", "slm:encoder") in _roles(res) and ("loop_evaluator", "slm:encoder") in _roles(
+        res
+    )
 
 
 def test_change_address_updates_the_store_once(rt: AgentRuntime) -> None:
     db = support.store()
     with db._connect() as conn:  # an order that has not shipped yet
-        oid = conn.execute("SELECT order_id FROM orders WHERE status='processing' LIMIT 1").fetchone()[0]
+        oid = conn.execute(
+            "SELECT order_id FROM orders WHERE status='processing' LIMIT 1"
+        ).fetchone()[0]
     res = rt.run(f"Can you ship order {oid} to 7 Queen Street, York YO1 7HH instead please")
     assert res.route == "change_address", res.decisions
     assert res.status == "done", res.outcome
@@ -78,11 +89,18 @@ def test_cancel_subscription_uses_schema_extraction(rt: AgentRuntime) -> None:
         # The modeler may raise a declared class (never lower it): the tool is declared
         # retry_safe, so a pending approval means the model judged the call more severe.
         assessment = res.pending_approval["assessment"]
-        assert assessment["floor"] == "retry_safe" and assessment["class"] in ("irreversible", "unknown")
+        assert assessment["floor"] == "retry_safe" and assessment["class"] in (
+            "irreversible",
+            "unknown",
+        )
         assert support.store().subscription("alex@example.com")["status"] == "active"
         p = res.pending_approval
-        res = rt.answer(res.thread_id, ApprovalAnswer(approval_id=p["approval_id"], decision="approve",
-                                                      approver="sam", digest=p["digest"]))
+        res = rt.answer(
+            res.thread_id,
+            ApprovalAnswer(
+                approval_id=p["approval_id"], decision="approve", approver="sam", digest=p["digest"]
+            ),
+        )
     assert res.status == "done", res.outcome
     assert support.store().subscription("alex@example.com")["status"] == "cancelled"
 
@@ -97,8 +115,9 @@ def test_refund_waits_for_approval_then_runs_exactly_once(rt: AgentRuntime) -> N
     assert pending["assessment"]["class"] == "irreversible"
     assert len(db.refunds("58812")) == before  # nothing ran before the approval
 
-    wrong = ApprovalAnswer(approval_id=pending["approval_id"], decision="approve", approver="eve",
-                           digest="0" * 64)
+    wrong = ApprovalAnswer(
+        approval_id=pending["approval_id"], decision="approve", approver="eve", digest="0" * 64
+    )
     with pytest.raises(DigestMismatchError):
         rt.answer(res.thread_id, wrong)
     assert rt.pending(res.thread_id) is not None and len(db.refunds("58812")) == before
@@ -118,16 +137,30 @@ def test_rejected_refund_never_runs(rt: AgentRuntime) -> None:
     res = rt.run("Refund $10 for order A10234 please, it came late")
     assert res.status == "waiting_approval"
     p = res.pending_approval
-    out = rt.answer(res.thread_id, ApprovalAnswer(approval_id=p["approval_id"], decision="reject",
-                                                  approver="sam", digest=p["digest"], message="policy"))
+    out = rt.answer(
+        res.thread_id,
+        ApprovalAnswer(
+            approval_id=p["approval_id"],
+            decision="reject",
+            approver="sam",
+            digest=p["digest"],
+            message="policy",
+        ),
+    )
     assert out.status == "done" and "rejected" in (out.outcome or "")
     assert len(db.refunds()) == before
 
 
-@pytest.mark.parametrize("message,route", [
-    ("How much is the Pro plan per month, and does it come with priority support?", "pricing"),
-    ("This is ridiculous, third late delivery in a row. I want to speak to a manager NOW.", "complaint"),
-])
+@pytest.mark.parametrize(
+    "message,route",
+    [
+        ("How much is the Pro plan per month, and does it come with priority support?", "pricing"),
+        (
+            "This is ridiculous, third late delivery in a row. I want to speak to a manager NOW.",
+            "complaint",
+        ),
+    ],
+)
 def test_llm_routes_call_the_llm_once(rt: AgentRuntime, message: str, route: str) -> None:
     res = rt.run(message)
     assert res.route == route and res.status == "done"
@@ -145,7 +178,8 @@ def test_decisions_reach_the_ledger(rt: AgentRuntime) -> None:
 def test_pending_approvals_survive_a_new_runtime(settings: Settings, rt: AgentRuntime) -> None:
     res = rt.run("I want my money back for order A10235, $15 please")
     assert res.status == "waiting_approval"
-    with AgentRuntime.open("graphs/support.py", settings=settings,
-                           llm=FakeListChatModel(responses=[LLM_TEXT])) as fresh:
+    with AgentRuntime.open(
+        "graphs/support.py", settings=settings, llm=FakeListChatModel(responses=[LLM_TEXT])
+    ) as fresh:
         ids = {p.approval_id for p in fresh.pending_all()}
         assert res.pending_approval["approval_id"] in ids

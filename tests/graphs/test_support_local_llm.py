@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from checkpoints.ledger import Ledger
 from checkpoints.savers import setup_savers
 from graphs import support
 from nodes.approval import ApprovalAnswer
+from tests.fixtures.heads import data_dir_with_heads
 
 MESSAGES = {
     "order_status": "Where is order A10234? Tracking hasn't updated",
@@ -27,10 +29,16 @@ MESSAGES = {
 
 
 @pytest.fixture(scope="module")
-def rt(tmp_path_factory: pytest.TempPathFactory, valkey_server: Any) -> Iterator[AgentRuntime]:
+def rt(
+    tmp_path_factory: pytest.TempPathFactory, valkey_server: Any, heads_cache: Path
+) -> Iterator[AgentRuntime]:
     tmp = tmp_path_factory.mktemp("local-llm")
-    settings = Settings(database_url=f"sqlite:///{tmp}/db.sqlite", redis_url=valkey_server.url,
-                        namespace="local-llm")
+    settings = Settings(
+        data_dir=data_dir_with_heads(tmp / "af", heads_cache),
+        database_url=f"sqlite:///{tmp}/db.sqlite",
+        redis_url=valkey_server.url,
+        namespace="local-llm",
+    )
     os.environ["AGENTFLOW_SUPPORT_DB"] = str(tmp / "support.db")
     support.store.cache_clear()
     setup_savers(settings.resolved_database_url)
@@ -44,13 +52,22 @@ def rt(tmp_path_factory: pytest.TempPathFactory, valkey_server: Any) -> Iterator
 @pytest.mark.parametrize("route", list(MESSAGES))
 def test_every_route_with_real_local_models(rt: AgentRuntime, route: str) -> None:
     with support.store()._connect() as conn:
-        processing = conn.execute("SELECT order_id FROM orders WHERE status='processing' LIMIT 1").fetchone()[0]
+        processing = conn.execute(
+            "SELECT order_id FROM orders WHERE status='processing' LIMIT 1"
+        ).fetchone()[0]
     res = rt.run(MESSAGES[route].format(processing=processing))
     assert res.route == route, res.decisions
     if res.pending_approval:
         p = res.pending_approval
-        res = rt.answer(res.thread_id, ApprovalAnswer(approval_id=p["approval_id"], decision="approve",
-                                                      approver="tester", digest=p["digest"]))
+        res = rt.answer(
+            res.thread_id,
+            ApprovalAnswer(
+                approval_id=p["approval_id"],
+                decision="approve",
+                approver="tester",
+                digest=p["digest"],
+            ),
+        )
     assert res.status == "done", res.outcome
     assert res.outcome  # an answer was written, templated or by the local LLM
     if route in ("pricing", "complaint"):

@@ -39,7 +39,7 @@ def test_user_gguf_without_or_with_wrong_hash_is_refused(tmp_path: Path) -> None
     shutil.copy(src, user)
     with pytest.raises(ModelNotFoundError, match="AGENTFLOW_GGUF_SHA256"):
         gguf_file(Settings(data_dir=tmp_path, gguf_path=user))
-    with pytest.raises(ModelIntegrityError, match="expected 0{64}"):
+    with pytest.raises(ModelIntegrityError, match=r"expected 0{64}"):
         gguf_file(Settings(data_dir=tmp_path, gguf_path=user, gguf_sha256="0" * 64))
     ok = gguf_file(Settings(data_dir=tmp_path, gguf_path=user, gguf_sha256=EMBEDDED_GGUF.sha256))
     assert ok.sha256 == EMBEDDED_GGUF.sha256
@@ -47,7 +47,7 @@ def test_user_gguf_without_or_with_wrong_hash_is_refused(tmp_path: Path) -> None
 
 def test_missing_user_model_names_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
-    with pytest.raises(ModelNotFoundError, match="nope.gguf"):
+    with pytest.raises(ModelNotFoundError, match=r"nope\.gguf"):
         gguf_file(Settings(data_dir=tmp_path, gguf_path=missing, gguf_sha256="0" * 64))
 
 
@@ -57,7 +57,7 @@ def test_tampered_user_encoder_is_refused(tmp_path: Path) -> None:
     weights = folder / "model.safetensors"
     with weights.open("ab") as fh:
         fh.write(b"\0")
-    with pytest.raises(ModelIntegrityError, match="model.safetensors"):
+    with pytest.raises(ModelIntegrityError, match=r"model\.safetensors"):
         encoder_file(Settings(encoder_path=folder, encoder_sha256=encoder_file(Settings()).sha256))
 
 

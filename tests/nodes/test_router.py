@@ -6,30 +6,61 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from agentflow.decision import EscalationPolicy
 from agentflow.errors import ModelOutputError
+from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from agentflow.examples import Example
 from nodes.router import LLM_ROUTE, Route, Router, parse_choice
 
 ROUTES = [
-    Route("weather", "weather questions", (
-        "will it rain tomorrow", "how hot is it today", "is it sunny in Paris", "forecast for the weekend",
-        "do I need an umbrella", "is it going to snow tonight", "what's the temperature outside",
-        "how windy will it be", "any storms coming this week", "will it be cold in the morning",
-        "is the heatwave over", "chance of rain this afternoon")),
-    Route("billing", "invoices and payments", (
-        "why was I charged twice", "send me my invoice", "update my credit card", "what is this charge",
-        "I need a receipt for last month", "my payment failed", "change my billing address",
-        "can I pay by bank transfer", "refund the duplicate charge", "when is my next bill due",
-        "the invoice amount is wrong", "remove my old card")),
+    Route(
+        "weather",
+        "weather questions",
+        (
+            "will it rain tomorrow",
+            "how hot is it today",
+            "is it sunny in Paris",
+            "forecast for the weekend",
+            "do I need an umbrella",
+            "is it going to snow tonight",
+            "what's the temperature outside",
+            "how windy will it be",
+            "any storms coming this week",
+            "will it be cold in the morning",
+            "is the heatwave over",
+            "chance of rain this afternoon",
+        ),
+    ),
+    Route(
+        "billing",
+        "invoices and payments",
+        (
+            "why was I charged twice",
+            "send me my invoice",
+            "update my credit card",
+            "what is this charge",
+            "I need a receipt for last month",
+            "my payment failed",
+            "change my billing address",
+            "can I pay by bank transfer",
+            "refund the duplicate charge",
+            "when is my next bill due",
+            "the invoice amount is wrong",
+            "remove my old card",
+        ),
+    ),
 ]
 
 
 def _router(encoder: Encoder, llm_answer: str, threshold: float) -> Router:
     rows = [Example(text=t, label=r.name) for r in ROUTES for t in r.examples]
     head = EncoderHead.train(rows, encoder, "router")
-    return Router(ROUTES, encoder=encoder, head=head, llm=FakeListChatModel(responses=[llm_answer]),
-                  policy=EscalationPolicy(threshold=threshold))
+    return Router(
+        ROUTES,
+        encoder=encoder,
+        head=head,
+        llm=FakeListChatModel(responses=[llm_answer]),
+        policy=EscalationPolicy(threshold=threshold),
+    )
 
 
 def test_confident_head_decides_alone(encoder: Encoder) -> None:

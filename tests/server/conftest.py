@@ -34,6 +34,7 @@ from agentflow.tracing import trace_id_for
 from checkpoints.ledger import Ledger
 from checkpoints.savers import setup_savers
 from graphs import support
+from tests.fixtures.heads import data_dir_with_heads
 
 TOKENS = {"sam": "sam-secret-token", "eve": "eve-secret-token"}
 """Approver name -> bearer token; the settings hold only the hashes."""
@@ -41,21 +42,6 @@ LLM_TEXT = "Thanks for reaching out: our Pro plan is $29 a month."
 """What the fake LLM answers."""
 TRACE_BASE = "https://langfuse.invalid/project/p/traces/"
 """Where the test trace links point (never fetched)."""
-
-
-def data_dir_with_heads(root: Path, heads: Path) -> Path:
-    """A fresh data folder whose ``heads/`` is the shared cache of trained heads."""
-    root.mkdir(parents=True, exist_ok=True)
-    link = root / "heads"
-    if not link.exists():
-        link.symlink_to(heads, target_is_directory=True)
-    return root
-
-
-@pytest.fixture(scope="session")
-def heads_cache(request: pytest.FixtureRequest) -> Path:
-    """Trained heads shared across sessions (pytest's cache folder)."""
-    return Path(request.config.cache.mkdir("agentflow-heads"))
 
 
 @dataclass(frozen=True)

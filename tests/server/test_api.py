@@ -14,6 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agentflow.runtime import AgentRuntime
+from agentflow.server.traces import TraceLinks
+from agentflow.settings import Settings
 from agentflow.tracing import trace_id_for
 from tests.server.conftest import TOKENS, TRACE_BASE, SupportEnv, refund_count
 
@@ -49,7 +51,9 @@ def _assert_error(res: Any, status: int, *words: str) -> dict[str, Any]:
 
 def test_openapi_documents_the_routes_and_the_answer_body(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/runs", "/runs/{thread_id}", "/approvals", "/approvals/{thread_id}"} <= set(spec["paths"])
+    assert {"/runs", "/runs/{thread_id}", "/approvals", "/approvals/{thread_id}"} <= set(
+        spec["paths"]
+    )
     answer = spec["paths"]["/approvals/{thread_id}"]["post"]
     schema = answer["requestBody"]["content"]["application/json"]["schema"]
     assert set(schema["required"]) == {"approval_id", "decision", "digest"}
@@ -75,43 +79,102 @@ def test_order_status_run_and_its_state(client: TestClient) -> None:
     [
         ("get", "/runs/t_doesnotexist", {}, 404, ["no thread"]),
         ("get", "/runs/bad%20id!", {}, 422, ["thread_id"]),
-        ("post", "/runs", {"content": b'{"message": "hi",', "headers": {"Content-Type": "application/json"}},
-         422, ["not valid JSON"]),
+        (
+            "post",
+            "/runs",
+            {"content": b'{"message": "hi",', "headers": {"Content-Type": "application/json"}},
+            422,
+            ["not valid JSON"],
+        ),
         ("post", "/runs", {"json": {"text": "hi"}}, 422, ["message"]),
         ("post", "/runs", {"json": {"message": "hi", "graph": "billing"}}, 404, ["billing"]),
         ("get", "/nowhere", {}, 404, ["not found"]),
     ],
 )
 def test_bad_requests_get_clear_json_errors(
-    client: TestClient, method: str, path: str, kwargs: dict[str, Any], status: int, words: list[str]
+    client: TestClient,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    words: list[str],
 ) -> None:
     _assert_error(getattr(client, method)(path, **kwargs), status, *words)
 
 
 def _answer(pending: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return {"approval_id": pending["approval_id"], "decision": "approve", "digest": pending["digest"], **changes}
+    return {
+        "approval_id": pending["approval_id"],
+        "decision": "approve",
+        "digest": pending["digest"],
+        **changes,
+    }
 
 
 REFUSALS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], int, str]] = [
     ("no token", lambda p: {"json": _answer(p)}, 401, "no authorization"),
-    ("not bearer", lambda p: {"json": _answer(p), "headers": {"Authorization": "Basic c2FtOng="}}, 401, "bearer"),
-    ("unknown token", lambda p: {"json": _answer(p), "headers": {"Authorization": "Bearer guess"}}, 401,
-     "no approver"),
-    ("impersonation", lambda p: {"json": _answer(p, approver="eve"), "headers": _auth("sam")}, 403, "eve"),
-    ("wrong digest", lambda p: {"json": _answer(p, digest="0" * 64), "headers": _auth()}, 409, "digest"),
-    ("unknown approval", lambda p: {"json": _answer(p, approval_id="apr_nope"), "headers": _auth()}, 404,
-     "apr_nope"),
-    ("malformed json", lambda p: {"content": b'{"approval_id": "x", "decision": ', "headers": _auth()}, 422,
-     "not valid JSON"),
-    ("bad decision", lambda p: {"json": _answer(p, decision="maybe"), "headers": _auth()}, 422, "decision"),
-    ("edit without args", lambda p: {"json": _answer(p, decision="edit"), "headers": _auth()}, 422, "arguments"),
+    (
+        "not bearer",
+        lambda p: {"json": _answer(p), "headers": {"Authorization": "Basic c2FtOng="}},
+        401,
+        "bearer",
+    ),
+    (
+        "unknown token",
+        lambda p: {"json": _answer(p), "headers": {"Authorization": "Bearer guess"}},
+        401,
+        "no approver",
+    ),
+    (
+        "impersonation",
+        lambda p: {"json": _answer(p, approver="eve"), "headers": _auth("sam")},
+        403,
+        "eve",
+    ),
+    (
+        "wrong digest",
+        lambda p: {"json": _answer(p, digest="0" * 64), "headers": _auth()},
+        409,
+        "digest",
+    ),
+    (
+        "unknown approval",
+        lambda p: {"json": _answer(p, approval_id="apr_nope"), "headers": _auth()},
+        404,
+        "apr_nope",
+    ),
+    (
+        "malformed json",
+        lambda p: {"content": b'{"approval_id": "x", "decision": ', "headers": _auth()},
+        422,
+        "not valid JSON",
+    ),
+    (
+        "bad decision",
+        lambda p: {"json": _answer(p, decision="maybe"), "headers": _auth()},
+        422,
+        "decision",
+    ),
+    (
+        "edit without args",
+        lambda p: {"json": _answer(p, decision="edit"), "headers": _auth()},
+        422,
+        "arguments",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("case", "request_kwargs", "status", "word"), REFUSALS, ids=[r[0] for r in REFUSALS])
+@pytest.mark.parametrize(
+    ("case", "request_kwargs", "status", "word"), REFUSALS, ids=[r[0] for r in REFUSALS]
+)
 def test_refused_answers_change_nothing(
-    client: TestClient, runtime: AgentRuntime, support_env: SupportEnv,
-    case: str, request_kwargs: Callable[[dict[str, Any]], dict[str, Any]], status: int, word: str,
+    client: TestClient,
+    runtime: AgentRuntime,
+    support_env: SupportEnv,
+    case: str,
+    request_kwargs: Callable[[dict[str, Any]], dict[str, Any]],
+    status: int,
+    word: str,
 ) -> None:
     run = _waiting_refund(client)
     thread, pending = run["thread_id"], run["pending_approval"]
@@ -134,7 +197,9 @@ def test_approve_runs_the_refund_once_as_the_tokens_owner(
 ) -> None:
     run = _waiting_refund(client)
     thread, pending = run["thread_id"], run["pending_approval"]
-    assert pending["assessment"]["class"] == "irreversible" and pending["args"]["amount_cents"] == 2500
+    assert (
+        pending["assessment"]["class"] == "irreversible" and pending["args"]["amount_cents"] == 2500
+    )
     listed = {p["thread_id"]: p for p in client.get("/approvals").json()}
     assert listed[thread]["approval_id"] == pending["approval_id"]
     assert listed[thread]["request"] == REFUND and listed[thread]["route"] == "refund"
@@ -161,8 +226,11 @@ def test_edit_runs_with_the_edited_arguments(client: TestClient, support_env: Su
     pending = run["pending_approval"]
     edited = {**pending["args"], "amount_cents": 1000}
     before = refund_count(support_env, "A10235")
-    res = client.post(f"/approvals/{run['thread_id']}", headers=_auth("eve"),
-                      json=_answer(pending, decision="edit", args=edited))
+    res = client.post(
+        f"/approvals/{run['thread_id']}",
+        headers=_auth("eve"),
+        json=_answer(pending, decision="edit", args=edited),
+    )
     assert res.status_code == 200 and res.json()["status"] == "done", res.text
     assert refund_count(support_env, "A10235") == before + 1
     out = [o for o in res.json()["observations"] if o["tool"] == "issue_refund"][-1]["output"]
@@ -177,9 +245,31 @@ def test_reject_never_runs_and_a_waiting_thread_takes_no_new_message(
     busy = client.post("/runs", json={"message": "hello again", "thread_id": thread})
     _assert_error(busy, 409, "waiting for approval")
     before = refund_count(support_env)
-    res = client.post(f"/approvals/{thread}", headers=_auth(),
-                      json=_answer(run["pending_approval"], decision="reject", message="policy"))
+    res = client.post(
+        f"/approvals/{thread}",
+        headers=_auth(),
+        json=_answer(run["pending_approval"], decision="reject", message="policy"),
+    )
     assert res.status_code == 200 and res.json()["status"] == "done", res.text
     assert refund_count(support_env) == before
-    answers = [(a.decision, a.approver, a.reason) for a in runtime.ledger.approvals(thread_id=thread)]
+    answers = [
+        (a.decision, a.approver, a.reason) for a in runtime.ledger.approvals(thread_id=thread)
+    ]
     assert answers == [("reject", "sam", "policy")]
+
+
+def test_trace_links_survive_an_unreachable_langfuse(otlp_receiver: Any) -> None:
+    settings = Settings(
+        langfuse_public_key="pk-lf-test",
+        langfuse_secret_key="sk-lf-test",
+        langfuse_base_url=otlp_receiver.base_url,
+    )
+    links = TraceLinks(settings)
+    assert links("t_one") is None  # the stand-in answers 404 to the project lookup
+    asked = [r for r in otlp_receiver.other_requests if "/projects" in r]
+    assert asked, otlp_receiver.other_requests
+    assert links("t_two") is None
+    assert len([r for r in otlp_receiver.other_requests if "/projects" in r]) == len(
+        asked
+    )  # no retry storm
+    assert TraceLinks(Settings(langfuse_public_key=None, langfuse_secret_key=None))("t_one") is None

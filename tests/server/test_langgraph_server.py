@@ -50,14 +50,19 @@ def test_langgraph_json_lists_the_graphs_in_graphs() -> None:
 
 @pytest.mark.parametrize(("graph", "message", "tool", "effects"), CASES, ids=[c[0] for c in CASES])
 def test_a_run_waits_for_approval_and_resumes(
-    langgraph_server: LangGraphServer, graph: str, message: str, tool: str,
+    langgraph_server: LangGraphServer,
+    graph: str,
+    message: str,
+    tool: str,
     effects: Callable[[LangGraphServer], int],
 ) -> None:
     client = get_sync_client(url=langgraph_server.url)
     thread_id = client.threads.create()["thread_id"]
     before = effects(langgraph_server)
 
-    out = client.runs.wait(thread_id, graph, input={"messages": [{"role": "user", "content": message}]})
+    out = client.runs.wait(
+        thread_id, graph, input={"messages": [{"role": "user", "content": message}]}
+    )
     assert isinstance(out, dict) and out.get("__interrupt__"), out
     request = ApprovalRequest.model_validate(out["__interrupt__"][0]["value"])
     assert request.tool == tool and request.assessment["class"] == "irreversible"
@@ -65,14 +70,20 @@ def test_a_run_waits_for_approval_and_resumes(
     assert state["next"] == ["approval"] and state["interrupts"], state
     assert effects(langgraph_server) == before
 
-    answer = {"approval_id": request.approval_id, "decision": "approve", "approver": "sam",
-              "digest": "0" * 64}
+    answer = {
+        "approval_id": request.approval_id,
+        "decision": "approve",
+        "approver": "sam",
+        "digest": "0" * 64,
+    }
     out = client.runs.wait(thread_id, graph, command={"resume": answer})
     assert isinstance(out, dict) and out.get("__interrupt__"), out  # refused: still waiting
     assert out["__interrupt__"][0]["value"]["approval_id"] == request.approval_id
     assert effects(langgraph_server) == before
 
-    out = client.runs.wait(thread_id, graph, command={"resume": {**answer, "digest": request.digest}})
+    out = client.runs.wait(
+        thread_id, graph, command={"resume": {**answer, "digest": request.digest}}
+    )
     assert isinstance(out, dict) and not out.get("__interrupt__"), out
     assert out["status"] == "done", out.get("outcome")
     assert effects(langgraph_server) == before + 1

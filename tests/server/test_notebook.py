@@ -39,7 +39,9 @@ def test_walkthrough_runs_offline_top_to_bottom(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
 
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(o.get("output_type") != "error" for c in code for o in c.get("outputs", []))

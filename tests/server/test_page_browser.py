@@ -45,7 +45,9 @@ def test_approving_a_refund_on_the_page_runs_it_once(
     expect(card.locator(".badge")).to_have_text("irreversible")
     expect(card.locator(".confidence")).to_have_text(re.compile(r"^[01]\.\d\d \(\w"))
     expect(card.locator(".floor")).to_contain_text("declared floor: irreversible")
-    expect(card.locator(".request")).to_have_text("Order 58812 arrived damaged, I want a refund of $25")
+    expect(card.locator(".request")).to_have_text(
+        "Order 58812 arrived damaged, I want a refund of $25"
+    )
     expect(card.locator("table.decisions tbody tr").first).to_contain_text("router")
     expect(card.locator("a.trace")).to_have_attribute("href", TRACE_BASE + trace_id_for(thread))
     assert json.loads(card.locator("textarea.args").input_value())["amount_cents"] == 2500
@@ -55,7 +57,9 @@ def test_approving_a_refund_on_the_page_runs_it_once(
     expect(card).to_have_count(0)
     assert refund_count(support_env, "58812") == before + 1
     assert runtime.result(thread).status == "done"
-    assert [(a.decision, a.approver) for a in runtime.ledger.approvals(thread_id=thread)] == [("approve", "sam")]
+    assert [(a.decision, a.approver) for a in runtime.ledger.approvals(thread_id=thread)] == [
+        ("approve", "sam")
+    ]
 
 
 def test_editing_on_the_page_runs_the_edited_arguments(
@@ -69,7 +73,9 @@ def test_editing_on_the_page_runs_the_edited_arguments(
     card.locator("textarea.args").fill(json.dumps({**args, "amount_cents": 700}))
     card.locator("button.edit").click()
     expect(page.locator("#status")).to_contain_text(f"on {thread}: done")
-    refunds = [o["output"] for o in runtime.result(thread).observations if o["tool"] == "issue_refund"]
+    refunds = [
+        o["output"] for o in runtime.result(thread).observations if o["tool"] == "issue_refund"
+    ]
     assert [r["amount_cents"] for r in refunds] == [700]
 
 
