@@ -4,7 +4,6 @@ chat model here, and the local GGUF in test_support_local_llm.py."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from agentflow.errors import DigestMismatchError, UnknownApprovalError
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
 from graphs import support
 from nodes.approval import ApprovalAnswer
-from tests.fixtures.heads import data_dir_with_heads
+from tests.fixtures.support_env import support_environment
 
 LLM_TEXT = "Thanks for reaching out. Our Pro plan is $29 per month and includes priority support."
 
@@ -28,23 +25,10 @@ LLM_TEXT = "Thanks for reaching out. Our Pro plan is $29 per month and includes 
 def settings(
     tmp_path_factory: pytest.TempPathFactory, valkey_server: Any, heads_cache: Path
 ) -> Iterator[Settings]:
-    tmp = tmp_path_factory.mktemp("support")
-    s = Settings(
-        data_dir=data_dir_with_heads(tmp / "af", heads_cache),
-        database_url=f"sqlite:///{tmp}/db.sqlite",
-        redis_url=valkey_server.url,
-    )
-    old = os.environ.get("AGENTFLOW_SUPPORT_DB")
-    os.environ["AGENTFLOW_SUPPORT_DB"] = str(tmp / "support.db")
-    support.store.cache_clear()
-    setup_savers(s.resolved_database_url)
-    Ledger(s.resolved_database_url).setup()
-    yield s
-    support.store.cache_clear()
-    if old is None:
-        os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
-    else:
-        os.environ["AGENTFLOW_SUPPORT_DB"] = old
+    with support_environment(
+        tmp_path_factory.mktemp("support"), valkey_server.url, heads_cache
+    ) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

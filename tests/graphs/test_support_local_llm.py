@@ -3,7 +3,6 @@ included (the embedded Gemma GGUF, the weak default)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,12 +10,9 @@ from typing import Any
 import pytest
 
 from agentflow.runtime import AgentRuntime
-from agentflow.settings import Settings
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
 from graphs import support
 from nodes.approval import ApprovalAnswer
-from tests.fixtures.heads import data_dir_with_heads
+from tests.fixtures.support_env import support_environment
 
 MESSAGES = {
     "order_status": "Where is order A10234? Tracking hasn't updated",
@@ -33,20 +29,11 @@ def rt(
     tmp_path_factory: pytest.TempPathFactory, valkey_server: Any, heads_cache: Path
 ) -> Iterator[AgentRuntime]:
     tmp = tmp_path_factory.mktemp("local-llm")
-    settings = Settings(
-        data_dir=data_dir_with_heads(tmp / "af", heads_cache),
-        database_url=f"sqlite:///{tmp}/db.sqlite",
-        redis_url=valkey_server.url,
-        namespace="local-llm",
-    )
-    os.environ["AGENTFLOW_SUPPORT_DB"] = str(tmp / "support.db")
-    support.store.cache_clear()
-    setup_savers(settings.resolved_database_url)
-    Ledger(settings.resolved_database_url).setup()
-    with AgentRuntime.open("graphs/support.py", settings=settings) as runtime:  # llm: local GGUF
+    with (
+        support_environment(tmp, valkey_server.url, heads_cache, namespace="local-llm") as settings,
+        AgentRuntime.open("graphs/support.py", settings=settings) as runtime,  # llm: local GGUF
+    ):
         yield runtime
-    os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
-    support.store.cache_clear()
 
 
 @pytest.mark.parametrize("route", list(MESSAGES))

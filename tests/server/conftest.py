@@ -9,7 +9,6 @@ training three heads on 2 CPU cores takes minutes, loading them takes millisecon
 
 from __future__ import annotations
 
-import os
 import socket
 import sqlite3
 import threading
@@ -31,10 +30,7 @@ from agentflow.server import create_app
 from agentflow.server.auth import hash_token
 from agentflow.settings import Settings
 from agentflow.tracing import trace_id_for
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
-from graphs import support
-from tests.fixtures.heads import data_dir_with_heads
+from tests.fixtures.support_env import support_environment
 
 TOKENS = {"sam": "sam-secret-token", "eve": "eve-secret-token"}
 """Approver name -> bearer token; the settings hold only the hashes."""
@@ -60,23 +56,11 @@ def support_env(
 ) -> Iterator[SupportEnv]:
     """A set-up database and back office for the support agent."""
     tmp = tmp_path_factory.mktemp("server")
-    settings = Settings(
-        data_dir=data_dir_with_heads(tmp / "af", heads_cache),
-        database_url=f"sqlite:///{tmp}/agentflow.db",
-        redis_url=valkey_server.url,
-        approver_tokens={name: hash_token(token) for name, token in TOKENS.items()},
-    )
-    old = os.environ.get("AGENTFLOW_SUPPORT_DB")
-    os.environ["AGENTFLOW_SUPPORT_DB"] = str(tmp / "support.db")
-    support.store.cache_clear()
-    setup_savers(settings.resolved_database_url)
-    Ledger(settings.resolved_database_url).setup()
-    yield SupportEnv(settings=settings, support_db=tmp / "support.db")
-    support.store.cache_clear()
-    if old is None:
-        os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
-    else:
-        os.environ["AGENTFLOW_SUPPORT_DB"] = old
+    tokens = {name: hash_token(token) for name, token in TOKENS.items()}
+    with support_environment(
+        tmp, valkey_server.url, heads_cache, approver_tokens=tokens
+    ) as settings:
+        yield SupportEnv(settings=settings, support_db=tmp / "support.db")
 
 
 @pytest.fixture(scope="package")

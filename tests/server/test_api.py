@@ -255,7 +255,7 @@ def test_reject_never_runs_and_a_waiting_thread_takes_no_new_message(
     answers = [
         (a.decision, a.approver, a.reason) for a in runtime.ledger.approvals(thread_id=thread)
     ]
-    assert answers == [("reject", "sam", "policy")]
+    assert answers == [("requested", None, None), ("reject", "sam", "policy")]
 
 
 def test_trace_links_survive_an_unreachable_langfuse(otlp_receiver: Any) -> None:
