@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agentflow.errors import DigestMismatchError, UnknownApprovalError
+from agentflow.errors import ApprovalError, DigestMismatchError, UnknownApprovalError
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
 from graphs import support
@@ -167,3 +167,69 @@ def test_pending_approvals_survive_a_new_runtime(settings: Settings, rt: AgentRu
     ) as fresh:
         ids = {p.approval_id for p in fresh.pending_all()}
         assert res.pending_approval["approval_id"] in ids
+
+
+def test_stale_approval_and_tool_changing_edit_are_refused(rt: AgentRuntime) -> None:
+    db = support.store()
+    first = rt.run("Refund $11 for order A10234, it arrived late")
+    second = rt.run("Refund $12 for order A10234, still late", thread_id=first.thread_id + "-b")
+    p1, p2 = first.pending_approval, second.pending_approval
+    assert p1 and p2 and p1["approval_id"] != p2["approval_id"]
+    before = len(db.refunds())
+    stale = ApprovalAnswer(
+        approval_id=p1["approval_id"], decision="approve", approver="sam", digest=p1["digest"]
+    )
+    with pytest.raises(UnknownApprovalError):  # an approval for another thread's action
+        rt.answer(second.thread_id, stale)
+    swap = ApprovalAnswer(
+        approval_id=p2["approval_id"],
+        decision="edit",
+        approver="sam",
+        digest=p2["digest"],
+        tool="lookup_order",
+        args={"order_id": "A10234"},
+    )
+    with pytest.raises(ApprovalError, match="not the tool"):
+        rt.answer(second.thread_id, swap)
+    assert len(db.refunds()) == before
+    assert rt.pending(second.thread_id).approval_id == p2["approval_id"]  # still pending, unchanged
+    edit = ApprovalAnswer(
+        approval_id=p2["approval_id"],
+        decision="edit",
+        approver="sam",
+        digest=p2["digest"],
+        args={**p2["args"], "amount_cents": 500},
+    )
+    done = rt.answer(second.thread_id, edit)
+    assert done.status == "done"
+    assert [r["amount_cents"] for r in db.refunds()[before:]] == [500]  # the edited amount, once
+
+
+def test_store_outage_fails_closed_and_the_thread_resumes(
+    settings: Settings, valkey_factory: Any
+) -> None:
+    private = valkey_factory()
+    s = settings.model_copy(update={"redis_url": private.url, "namespace": "outage"})
+    with AgentRuntime.open(
+        "graphs/support.py", settings=s, llm=FakeListChatModel(responses=[LLM_TEXT])
+    ) as rt2:
+        db = support.store()
+        res = rt2.run("Refund $13 for order 58812, damaged box")
+        p = res.pending_approval
+        before = len(db.refunds("58812"))
+        private.stop()
+        out = rt2.answer(
+            res.thread_id,
+            ApprovalAnswer(
+                approval_id=p["approval_id"], decision="approve", approver="sam", digest=p["digest"]
+            ),
+        )
+        assert out.status == "failed" and out.resumable
+        assert "StoreUnavailable" in (out.outcome or "")
+        assert len(db.refunds("58812")) == before  # failed closed: nothing ran
+        private.start()
+        done = rt2.retry(res.thread_id)
+        assert done.status == "done", done.outcome
+        assert len(db.refunds("58812")) == before + 1
+        assert rt2.retry(res.thread_id).status == "done"  # a second resume repeats nothing
+        assert len(db.refunds("58812")) == before + 1

@@ -1,0 +1,99 @@
+"""The agent CLI end to end: setup, run --json, approvals, resume, assess (real models,
+real SQLite, real Valkey; the order-status and refund paths need no LLM)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from agentflow.cli import app
+from graphs import support
+from tests.fixtures.heads import data_dir_with_heads
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(
+    tmp_path: Path, valkey_server: Any, heads_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    monkeypatch.setenv("AGENTFLOW_DATA_DIR", str(data_dir_with_heads(tmp_path / "af", heads_cache)))
+    monkeypatch.setenv("AGENTFLOW_DATABASE_URL", f"sqlite:///{tmp_path}/db.sqlite")
+    monkeypatch.setenv("AGENTFLOW_REDIS_URL", valkey_server.url)
+    monkeypatch.setenv("AGENTFLOW_NAMESPACE", f"cli-{tmp_path.name}")
+    monkeypatch.setenv("AGENTFLOW_SUPPORT_DB", str(tmp_path / "support.db"))
+    support.store.cache_clear()
+    result = runner.invoke(app, ["setup"])
+    assert result.exit_code == 0, result.output
+    return tmp_path
+
+
+def _json(args: list[str]) -> Any:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_run_json_has_the_documented_fields(cli_env: Path) -> None:
+    out = _json(["run", "where is my order A10234?", "--json"])
+    assert {"thread_id", "route", "decisions", "llm_calls", "status"} <= set(out)
+    assert out["route"] == "order_status" and out["status"] == "done" and out["llm_calls"] == 0
+    for d in out["decisions"]:
+        assert {"role", "value", "confidence", "source", "latency_ms"} <= set(d)
+
+
+def test_approvals_and_resume_from_the_cli(cli_env: Path) -> None:
+    run = _json(["run", "Refund $21 for order 58812, it broke", "--json"])
+    assert run["status"] == "waiting_approval"
+    pending = _json(["approvals", "--json"])
+    assert [p["thread_id"] for p in pending] == [run["thread_id"]]
+    refused = runner.invoke(
+        app, ["resume", run["thread_id"], "--approve", "--by", "eve", "--digest", "0" * 64]
+    )
+    assert refused.exit_code == 1 and "digest" in refused.output
+    assert support.store().refunds("58812") == []
+    done = _json(["resume", run["thread_id"], "--approve", "--by", "sam", "--json"])
+    assert done["status"] == "done"
+    assert [r["amount_cents"] for r in support.store().refunds("58812")] == [2100]
+    assert _json(["approvals", "--json"]) == []
+
+
+def test_resume_needs_an_approver(cli_env: Path) -> None:
+    result = runner.invoke(app, ["resume", "t_x", "--approve"])
+    assert result.exit_code == 2 and "--by" in result.output
+
+
+def test_assess_prints_one_line_per_tool_in_order(tmp_path: Path) -> None:
+    tools = [
+        {
+            "tool": {
+                "name": "charge_card",
+                "description": "Charge a customer's credit card",
+                "inputSchema": {"type": "object", "properties": {"amount": {"type": "number"}}},
+                "annotations": {"irreversible": True},
+            },
+            "args": {"amount": 10},
+        },
+        {
+            "tool": {
+                "name": "get_invoice",
+                "description": "Read an invoice by id",
+                "inputSchema": {"type": "object", "properties": {"id": {"type": "string"}}},
+                "annotations": {"readOnlyHint": True},
+            },
+            "args": {"id": "in_1"},
+        },
+    ]
+    path = tmp_path / "tools.jsonl"
+    path.write_text("\n".join(json.dumps(t) for t in tools))
+    result = runner.invoke(app, ["assess", "--tool", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["tool"] for r in rows] == ["charge_card", "get_invoice"]
+    assert rows[0]["class"] == "irreversible" and rows[0]["floor"] == "irreversible"
+    assert rows[1]["floor"] == "safe"
+    assert all({"class", "confidence", "source", "floor"} <= set(r) for r in rows)
