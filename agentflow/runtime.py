@@ -26,8 +26,9 @@ from pydantic import BaseModel, Field
 
 from agentflow.builder import AgentParts
 from agentflow.errors import ConfigurationError, UnknownApprovalError
-from agentflow.recording import ApprovalRecord, RunContext
+from agentflow.recording import ApprovalRecord, FanOutRecorder, RunContext
 from agentflow.settings import Settings
+from agentflow.tracing import tracing_session
 from checkpoints.ledger import Ledger
 from checkpoints.savers import open_saver
 from nodes.approval import ApprovalAnswer, ApprovalRequest, check_answer
@@ -88,8 +89,15 @@ class AgentRuntime:
     """A compiled agent with its saver and ledger."""
 
     def __init__(
-        self, compiled: Any, parts: AgentParts | None, ledger: Ledger, settings: Settings
+        self,
+        compiled: Any,
+        parts: AgentParts | None,
+        ledger: Ledger,
+        settings: Settings,
+        name: str = "",
     ) -> None:
+        self.name = name
+        """Graph name stamped on traces."""
         self.graph = compiled
         self.parts = parts
         self.ledger = ledger
@@ -117,14 +125,40 @@ class AgentRuntime:
                 )
             else:
                 builder, parts = mod.graph.builder, None
-            yield cls(builder.compile(checkpointer=saver), parts, ledger, settings)
+            name = Path(module).stem if module.endswith(".py") else module.rsplit(".", 1)[-1]
+            yield cls(builder.compile(checkpointer=saver), parts, ledger, settings, name)
             ledger.close()
 
-    def _config(self, thread_id: str) -> dict[str, Any]:
-        return {
-            "configurable": {"thread_id": thread_id, "run_id": uuid.uuid4().hex},
-            "recursion_limit": 60,
-        }
+    def _invoke(self, thread_id: str, payload: Any) -> RunResult:
+        """Invoke the graph once on ``thread_id``, traced when Langfuse is configured.
+
+        The trace id derives from the thread id, so a resumed run continues its trace;
+        decisions go to the ledger and, when tracing is on, to Langfuse as well. An error
+        stops the run at its last checkpoint and is reported as a resumable failure.
+        """
+        run_id = uuid.uuid4().hex
+        start = time.perf_counter()
+        with tracing_session(
+            self.settings, thread_id=thread_id, run_id=run_id, graph=self.name
+        ) as trace:
+            configurable: dict[str, Any] = {"thread_id": thread_id, "run_id": run_id}
+            if trace.enabled:
+                configurable.update(
+                    recorder=FanOutRecorder(self.ledger, trace.recorder), trace_id=trace.trace_id
+                )
+            config = {
+                "configurable": configurable,
+                "callbacks": trace.callbacks,
+                "recursion_limit": 60,
+            }
+            try:
+                self.graph.invoke(payload, config)
+            except Exception as exc:  # the checkpoint keeps the run: report, don't lose it
+                res = self.result(thread_id, (time.perf_counter() - start) * 1000)
+                return res.model_copy(
+                    update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
+                )
+        return self.result(thread_id, (time.perf_counter() - start) * 1000)
 
     def result(self, thread_id: str, latency_ms: float = 0.0) -> RunResult:
         """The thread's current state as a :class:`RunResult`."""
@@ -160,20 +194,12 @@ class AgentRuntime:
     ) -> RunResult:
         """Start a run on a new (or given) thread with one user message."""
         thread_id = thread_id or f"t_{uuid.uuid4().hex[:12]}"
-        start = time.perf_counter()
         inputs: dict[str, Any] = {
             "messages": [HumanMessage(message)],
             "status": "running",
             "customer": customer or {},
         }
-        try:
-            self.graph.invoke(inputs, self._config(thread_id))
-        except Exception as exc:  # the checkpoint keeps the run; report it as failed
-            res = self.result(thread_id, (time.perf_counter() - start) * 1000)
-            return res.model_copy(
-                update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
-            )
-        return self.result(thread_id, (time.perf_counter() - start) * 1000)
+        return self._invoke(thread_id, inputs)
 
     def pending(self, thread_id: str) -> ApprovalRequest | None:
         """The approval the thread waits for, if any."""
@@ -188,29 +214,16 @@ class AgentRuntime:
     def answer(self, thread_id: str, answer: ApprovalAnswer) -> RunResult:
         """Apply an approval answer; a refused answer raises and changes nothing but the ledger."""
         request = self.pending(thread_id)
-        ctx = RunContext(thread_id=thread_id, run_id="", node="approval")
-        if request is None:
-            exc = UnknownApprovalError(f"thread {thread_id!r} has no pending approval")
-            self.ledger.approval(
-                ctx,
-                ApprovalRecord(
-                    approval_id=answer.approval_id,
-                    tool="",
-                    digest=answer.digest,
-                    decision="refused",
-                    approver=answer.approver,
-                    reason=str(exc),
-                ),
-            )
-            raise exc
         try:
+            if request is None:
+                raise UnknownApprovalError(f"thread {thread_id!r} has no pending approval")
             check_answer(request, answer, self.parts.tools if self.parts else None)
         except Exception as exc:
             self.ledger.approval(
-                ctx,
+                RunContext(thread_id=thread_id, run_id="", node="approval"),
                 ApprovalRecord(
                     approval_id=answer.approval_id,
-                    tool=request.tool,
+                    tool=request.tool if request else "",
                     digest=answer.digest,
                     decision="refused",
                     approver=answer.approver,
@@ -218,26 +231,8 @@ class AgentRuntime:
                 ),
             )
             raise
-        start = time.perf_counter()
-        try:
-            self.graph.invoke(
-                Command(resume=answer.model_dump(mode="json")), self._config(thread_id)
-            )
-        except Exception as exc:
-            res = self.result(thread_id, (time.perf_counter() - start) * 1000)
-            return res.model_copy(
-                update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
-            )
-        return self.result(thread_id, (time.perf_counter() - start) * 1000)
+        return self._invoke(thread_id, Command(resume=answer.model_dump(mode="json")))
 
     def retry(self, thread_id: str) -> RunResult:
         """Continue a thread that stopped on an error (e.g. the store was down)."""
-        start = time.perf_counter()
-        try:
-            self.graph.invoke(None, self._config(thread_id))
-        except Exception as exc:
-            res = self.result(thread_id, (time.perf_counter() - start) * 1000)
-            return res.model_copy(
-                update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
-            )
-        return self.result(thread_id, (time.perf_counter() - start) * 1000)
+        return self._invoke(thread_id, None)

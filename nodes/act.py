@@ -44,6 +44,7 @@ def act_node(
             thread_id=ctx.thread_id,
             approved=bool(assessment.get("approved")),
             run=ctx,
+            recorder=env.recorder_for(config),
         )
         if result.status == "refused" and result.retryable:
             # The store is down: fail closed now, resume from this checkpoint later.

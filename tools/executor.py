@@ -195,13 +195,17 @@ class GuardedExecutor:
         thread_id: str,
         approved: bool = False,
         run: RunContext | None = None,
+        recorder: Recorder | None = None,
     ) -> ExecutionResult:
-        """Run ``call`` under ``consequence``; never raises for tool or store failures."""
+        """Run ``call`` under ``consequence``; never raises for tool or store failures.
+
+        ``recorder`` overrides the executor's own for this call (a run's traced recorder).
+        """
         if isinstance(self.store, AsyncIdempotencyStore):
             raise ConfigurationError(
                 "execute() needs a synchronous IdempotencyStore", hint="use aexecute()"
             )
-        gen = self._protocol(call, consequence, thread_id, approved, run, sync=True)
+        gen = self._protocol(call, consequence, thread_id, approved, run, recorder, sync=True)
         value: Any = None
         error: StoreUnavailableError | None = None
         while True:
@@ -223,9 +227,10 @@ class GuardedExecutor:
         thread_id: str,
         approved: bool = False,
         run: RunContext | None = None,
+        recorder: Recorder | None = None,
     ) -> ExecutionResult:
         """Same as :meth:`execute`, on the event loop (async store and async tools native)."""
-        gen = self._protocol(call, consequence, thread_id, approved, run, sync=False)
+        gen = self._protocol(call, consequence, thread_id, approved, run, recorder, sync=False)
         value: Any = None
         error: StoreUnavailableError | None = None
         while True:
@@ -302,11 +307,12 @@ class GuardedExecutor:
         thread_id: str,
         approved: bool,
         run: RunContext | None,
+        recorder: Recorder | None,
         *,
         sync: bool,
     ) -> _Protocol:
         rc = run or RunContext(thread_id=thread_id, run_id="")
-        done = _Finisher(self.recorder, rc, call)
+        done = _Finisher(recorder or self.recorder, rc, call)
         try:
             spec = self.tools.get(call.tool)
             cls = apply_floor(floor_from_annotations(spec.annotations), consequence)
