@@ -1,7 +1,7 @@
 """agentflow: SLM-first agentic workflows on LangGraph.
 
-The core (settings, errors, decisions, consequence classes, state, recording) is imported
-eagerly. The top floor (the ``agent`` builder, the runtime, tools and node types) is
+The light core (settings, errors, decisions, consequence classes, recording) is imported
+eagerly. Graph state (it pulls in LangGraph) and the top floor (the ``agent`` builder, the runtime, tools and node types) is
 exported lazily, because ``nodes/``, ``tools/`` and ``checkpoints/`` themselves import the
 core, and importing them here eagerly would make every such import circular.
 """
@@ -37,11 +37,11 @@ from agentflow.errors import (
 )
 from agentflow.recording import Recorder, RunContext
 from agentflow.settings import Settings, get_settings
-from agentflow.state import AgentState, Plan, PlanStep
 
 if TYPE_CHECKING:
     from agentflow.builder import AgentParts, agent
     from agentflow.runtime import AgentRuntime, RunResult
+    from agentflow.state import AgentState, Plan, PlanStep
     from nodes.approval import ApprovalAnswer, ApprovalRequest
     from nodes.loop_evaluator import LoopGuards
     from nodes.planner import Flow
@@ -50,6 +50,9 @@ if TYPE_CHECKING:
     from tools.executor import GuardedExecutor
 
 _LAZY = {
+    "AgentState": "agentflow.state",
+    "Plan": "agentflow.state",
+    "PlanStep": "agentflow.state",
     "agent": "agentflow.builder",
     "AgentParts": "agentflow.builder",
     "AgentRuntime": "agentflow.runtime",

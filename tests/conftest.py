@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 # Models are never fetched from a hub, in tests least of all.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -19,3 +21,9 @@ pytest_plugins = sorted(
     for p in (Path(__file__).parent / "fixtures").glob("*.py")
     if p.stem != "__init__"
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run browser tests last: pytest-playwright keeps a sync event loop running for the
+    rest of the session once a browser starts, and asyncio tests cannot run after that."""
+    items.sort(key=lambda item: "browser_type_launch_args" in getattr(item, "fixturenames", ()))

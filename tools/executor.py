@@ -23,33 +23,38 @@ tool is ``retry_safe`` or raised ``ToolExecutionError(retryable=True)`` — the 
 statement that nothing happened and a retry is safe. Outputs are returned in their JSON
 form, so a first run and its replay return equal values.
 
-The protocol is written once, as a generator of store and tool operations; ``execute``
-and ``aexecute`` only drive it, synchronously or on an event loop.
+The protocol is written once, as a generator of store and tool operations
+(:mod:`tools._protocol`); ``execute`` and ``aexecute`` only drive it, synchronously or
+on an event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 
 from agentflow.consequence import ConsequenceClass, apply_floor, floor_from_annotations
-from agentflow.errors import (
-    ConfigurationError,
-    KeyInFlightError,
-    KeyMismatchError,
-    OutcomeUnknownError,
-    StoreUnavailableError,
-    ToolError,
-    ToolExecutionError,
+from agentflow.errors import ConfigurationError, StoreUnavailableError, ToolError
+from agentflow.recording import Recorder, RunContext, ToolOutcome
+from tools._protocol import (
+    Begin,
+    Complete,
+    Fail,
+    Finisher,
+    Op,
+    Ran,
+    Run,
+    Sleep,
+    aperform,
+    describe,
+    is_retryable,
+    perform,
+    settled,
 )
-from agentflow.recording import Recorder, RunContext, ToolCallRecord, ToolOutcome
 from tools.contract import ToolContext, ToolRegistry, ToolSpec
 from tools.keys import derive_key, fingerprint, key_prefix
 from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore, RetryPolicy
@@ -91,66 +96,7 @@ class ExecutionResult(BaseModel):
     """A human should look: a write failed, or its outcome is unknown."""
 
 
-@dataclass(frozen=True)
-class _Begin:
-    """Ask the store for the lease on a key."""
-
-    key: str
-    fp: str
-    lease_s: float
-    reclaim: bool
-
-
-@dataclass(frozen=True)
-class _Complete:
-    """Store the output under the key (only while holding the lease)."""
-
-    key: str
-    token: str
-    output: Any
-
-
-@dataclass(frozen=True)
-class _Fail:
-    """Release the key (retryable) or keep it as failed."""
-
-    key: str
-    token: str
-    error: str
-    retryable: bool
-
-
-@dataclass(frozen=True)
-class _Run:
-    """Call the tool once."""
-
-    spec: ToolSpec
-    kwargs: dict[str, Any]
-    ctx: ToolContext
-
-
-@dataclass(frozen=True)
-class _Sleep:
-    """Back off before a retry."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class _Ran:
-    """What one tool call gave: an output or an error, and how long it took."""
-
-    output: Any = None
-    error: BaseException | None = None
-    latency_ms: float = 0.0
-
-
-_Op = _Begin | _Complete | _Fail | _Run | _Sleep
-_Protocol = Generator[_Op, Any, ExecutionResult]
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, ToolError) else f"{type(exc).__name__}: {exc}"
+_Protocol = Generator[Op, Any, ExecutionResult]
 
 
 class GuardedExecutor:
@@ -215,7 +161,7 @@ class GuardedExecutor:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                value = self._do(op)
+                value = perform(self.store, op)
             except StoreUnavailableError as exc:
                 error = exc
 
@@ -240,63 +186,9 @@ class GuardedExecutor:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                value = await self._ado(op)
+                value = await aperform(self.store, op)
             except StoreUnavailableError as exc:
                 error = exc
-
-    def _do(self, op: _Op) -> Any:
-        store = self.store
-        if isinstance(op, _Run):
-            return self._call(lambda: op.spec.fn(**op.spec.bind(op.kwargs, op.ctx)))
-        if isinstance(op, _Sleep):
-            time.sleep(op.seconds)
-            return None
-        assert isinstance(store, IdempotencyStore)  # the protocol only asks with a store
-        if isinstance(op, _Begin):
-            return store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim)
-        if isinstance(op, _Complete):
-            return store.complete(op.key, op.token, op.output)
-        return store.fail(op.key, op.token, op.error, retryable=op.retryable)
-
-    async def _ado(self, op: _Op) -> Any:
-        if isinstance(op, _Run):
-            return await self._acall(op)
-        if isinstance(op, _Sleep):
-            await asyncio.sleep(op.seconds)
-            return None
-        store = self.store
-        if isinstance(store, IdempotencyStore):
-            return await asyncio.to_thread(self._do, op)
-        assert store is not None
-        if isinstance(op, _Begin):
-            return await store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim)
-        if isinstance(op, _Complete):
-            return await store.complete(op.key, op.token, op.output)
-        return await store.fail(op.key, op.token, op.error, retryable=op.retryable)
-
-    @staticmethod
-    def _call(fn: Any) -> _Ran:
-        started = time.perf_counter()
-        try:
-            output = fn()
-        except Exception as exc:
-            return _Ran(error=exc, latency_ms=(time.perf_counter() - started) * 1000)
-        return _Ran(output=output, latency_ms=(time.perf_counter() - started) * 1000)
-
-    @staticmethod
-    async def _acall(op: _Run) -> _Ran:
-        spec, kwargs = op.spec, op.spec.bind(op.kwargs, op.ctx)
-        started = time.perf_counter()
-        try:
-            if spec.afn is not None:
-                output = await spec.afn(**kwargs)
-            elif spec.is_async:
-                output = await spec.fn(**kwargs)
-            else:
-                output = await asyncio.to_thread(spec.fn, **kwargs)
-        except Exception as exc:
-            return _Ran(error=exc, latency_ms=(time.perf_counter() - started) * 1000)
-        return _Ran(output=output, latency_ms=(time.perf_counter() - started) * 1000)
 
     # --- the protocol -------------------------------------------------------------
 
@@ -312,7 +204,7 @@ class GuardedExecutor:
         sync: bool,
     ) -> _Protocol:
         rc = run or RunContext(thread_id=thread_id, run_id="")
-        done = _Finisher(recorder or self.recorder, rc, call)
+        done = Finisher(recorder or self.recorder, rc, call)
         try:
             spec = self.tools.get(call.tool)
             cls = apply_floor(floor_from_annotations(spec.annotations), consequence)
@@ -328,7 +220,7 @@ class GuardedExecutor:
                 spec, kwargs, None, thread_id, call.step, 1, True, done, cls
             )
             if ran.error is not None:
-                return done(cls, "failed", ran=ran, attempts=n, retryable=_retryable(ran.error))
+                return done(cls, "failed", ran=ran, attempts=n, retryable=is_retryable(ran.error))
             return done(cls, "ok", ran=ran, attempts=n)
 
         key = call.key or derive_key(self.namespace, thread_id, call.step, spec.name, json_args)
@@ -341,11 +233,11 @@ class GuardedExecutor:
         fp = fingerprint({"tool": spec.name, "args": json_args})
         reclaim = cls == "retry_safe" and spec.forwards_key
         try:
-            begin: BeginResult = yield _Begin(key, fp, self.lease_s, reclaim)
+            begin: BeginResult = yield Begin(key, fp, self.lease_s, reclaim)
         except StoreUnavailableError as exc:
             return done(cls, "refused", key=key, error=str(exc), retryable=True)
         if not begin.holds_lease:
-            return self._settled(done, cls, begin)
+            return settled(done, cls, begin)
 
         retries = cls == "retry_safe"
         ran, n = yield from self._attempts(
@@ -355,7 +247,7 @@ class GuardedExecutor:
         if ran.error is None:
             output = to_jsonable_python(ran.output, fallback=repr)
             try:
-                stored = yield _Complete(key, begin.token, output)
+                stored = yield Complete(key, begin.token, output)
                 warning = None if stored else "lease lost before the result was stored"
             except StoreUnavailableError as exc:
                 warning = (
@@ -365,17 +257,17 @@ class GuardedExecutor:
             return done(
                 cls,
                 "ok",
-                ran=_Ran(output, None, ran.latency_ms),
+                ran=Ran(output, None, ran.latency_ms),
                 key=key,
                 attempts=n,
                 error=warning,
                 flagged=warning is not None,
             )
-        error_retryable = _retryable(ran.error)
+        error_retryable = is_retryable(ran.error)
         release = cls == "retry_safe" or error_retryable
         # Store gone: the lease runs out and the outcome counts as unknown (fails closed).
         with contextlib.suppress(StoreUnavailableError):
-            yield _Fail(key, begin.token, _describe(ran.error), release)
+            yield Fail(key, begin.token, describe(ran.error), release)
         return done(
             cls,
             "failed",
@@ -386,25 +278,6 @@ class GuardedExecutor:
             flagged=not retries,
         )
 
-    @staticmethod
-    def _settled(done: _Finisher, cls: ConsequenceClass, begin: BeginResult) -> ExecutionResult:
-        """The answer when the store did not hand out a lease."""
-        key = begin.key
-        if begin.status == "completed":
-            return done(cls, "replayed", key=key, output=begin.result)
-        if begin.status == "in_flight":
-            msg = str(
-                KeyInFlightError(f"another execution holds {key} for {begin.retry_after_s:.3f} s")
-            )
-            return done(cls, "in_flight", key=key, error=msg, retryable=True)
-        if begin.status == "mismatch":
-            msg = str(KeyMismatchError(f"key {key} was used with other arguments"))
-            return done(cls, "refused", key=key, error=msg, flagged=True)
-        if begin.status == "failed":
-            return done(cls, "failed", key=key, error=begin.error, flagged=True)
-        msg = str(OutcomeUnknownError(f"a run under {key} ended without a result"))
-        return done(cls, "outcome_unknown", key=key, error=msg, flagged=True)
-
     def _attempts(
         self,
         spec: ToolSpec,
@@ -414,9 +287,9 @@ class GuardedExecutor:
         step: int,
         first: int,
         retries: bool,
-        done: _Finisher,
+        done: Finisher,
         cls: ConsequenceClass,
-    ) -> Generator[_Op, Any, tuple[_Ran, int]]:
+    ) -> Generator[Op, Any, tuple[Ran, int]]:
         """Call the tool, retrying (same key) while allowed and the tool says retryable."""
         delays = self.retry.delays() if retries else iter(())
         n = 0
@@ -425,77 +298,13 @@ class GuardedExecutor:
                 idempotency_key=key, thread_id=thread_id, attempt=first + n, step=step
             )
             n += 1
-            ran: _Ran = yield _Run(spec, kwargs, ctx)
-            if ran.error is None or not _retryable(ran.error):
+            ran: Ran = yield Run(spec, kwargs, ctx)
+            if ran.error is None or not is_retryable(ran.error):
                 return ran, n
             delay = next(delays, None)
             if delay is None:
                 return ran, n
             done.record(
-                cls, "failed", key=key, error=_describe(ran.error), latency_ms=ran.latency_ms
+                cls, "failed", key=key, error=describe(ran.error), latency_ms=ran.latency_ms
             )
-            yield _Sleep(delay)
-
-
-def _retryable(exc: BaseException) -> bool:
-    """The tool said a retry is safe (only ``ToolExecutionError(retryable=True)`` does)."""
-    return isinstance(exc, ToolExecutionError) and exc.retryable
-
-
-class _Finisher:
-    """Builds the result of one execution and records it."""
-
-    def __init__(self, recorder: Recorder | None, run: RunContext, call: ToolCall) -> None:
-        self.recorder, self.run, self.call = recorder, run, call
-
-    def record(
-        self,
-        cls: str,
-        outcome: ToolOutcome,
-        *,
-        key: str | None,
-        error: str | None,
-        latency_ms: float,
-    ) -> None:
-        if self.recorder is None:
-            return
-        self.recorder.tool_call(
-            self.run,
-            ToolCallRecord(
-                tool=self.call.tool,
-                args=self.call.args,
-                idempotency_key=key,
-                consequence=cls,
-                outcome=outcome,
-                error=error,
-                latency_ms=latency_ms,
-            ),
-        )
-
-    def __call__(
-        self,
-        cls: ConsequenceClass,
-        status: ToolOutcome,
-        *,
-        ran: _Ran | None = None,
-        key: str | None = None,
-        output: Any = None,
-        error: str | None = None,
-        attempts: int = 0,
-        retryable: bool = False,
-        flagged: bool = False,
-    ) -> ExecutionResult:
-        if ran is not None:
-            output = to_jsonable_python(ran.output, fallback=repr) if ran.error is None else None
-            error = error if ran.error is None else _describe(ran.error)
-        self.record(cls, status, key=key, error=error, latency_ms=ran.latency_ms if ran else 0.0)
-        return ExecutionResult(
-            status=status,
-            output=output,
-            error=error,
-            key=key,
-            consequence=cls,
-            attempts=attempts,
-            retryable=retryable,
-            flagged=flagged,
-        )
+            yield Sleep(delay)

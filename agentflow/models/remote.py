@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from agentflow.decision import Decision, ModelRef
 from agentflow.errors import ConfigurationError, ModelError, ModelOutputError
-from agentflow.models.gguf import (
+from agentflow.models.choice import (
     ChoiceCalibrator,
     calibrate_chooser,
     check_grammar,

@@ -58,7 +58,8 @@ def test_approving_a_refund_on_the_page_runs_it_once(
     assert refund_count(support_env, "58812") == before + 1
     assert runtime.result(thread).status == "done"
     assert [(a.decision, a.approver) for a in runtime.ledger.approvals(thread_id=thread)] == [
-        ("approve", "sam")
+        ("requested", None),
+        ("approve", "sam"),
     ]
 
 
@@ -92,4 +93,7 @@ def test_a_wrong_token_is_refused_on_the_page_and_nothing_runs(
     expect(card).to_have_count(1)
     assert refund_count(support_env) == before
     assert runtime.pending(thread) is not None
-    assert [a.decision for a in runtime.ledger.approvals(thread_id=thread)] == ["refused"]
+    assert [a.decision for a in runtime.ledger.approvals(thread_id=thread)] == [
+        "requested",
+        "refused",
+    ]
