@@ -13,17 +13,20 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agentflow.decision import Decision
 from agentflow.errors import DataError, ModelError
 from agentflow.models.calibration import expected_calibration_error, fit_temperature, softmax
 
 __all__ = [
     "ChoiceCalibrator",
+    "Chooser",
     "RawChooser",
     "calibrate_chooser",
     "check_grammar",
@@ -248,3 +251,53 @@ def descend_trie(
         depth += 1
     scores[alive[0]] = mass
     return alive[0], scores
+
+
+class Chooser:
+    """``choose`` and ``calibrate`` for any model that can score a closed set of choices.
+
+    Subclasses provide ``_choose_raw(prefix, text, choices) -> (value, raw scores)``,
+    ``calibration`` (a :class:`ChoiceCalibrator`), ``ref`` (the model's identity) and
+    ``source`` (the ``Decision.source`` tag).
+    """
+
+    source: Any
+    ref: Any
+    calibration: ChoiceCalibrator
+
+    def _choose_raw(
+        self, prefix: str, text: str, choices: Sequence[str]
+    ) -> tuple[str, dict[str, float]]:
+        raise NotImplementedError
+
+    def choose(self, role: str, prefix: str, text: str, choices: Sequence[str]) -> Decision[str]:
+        """Pick one of ``choices`` to follow ``prefix + text``; ModelOutputError otherwise.
+
+        Confidence is the calibrated choice probability when a temperature was fitted for
+        this role and prefix (``calibrated=True``), else the raw one (which escalates).
+        """
+        start = time.perf_counter()
+        value, raw = self._choose_raw(prefix, text, choices)
+        confidence, scores, calibrated = self.calibration.apply(role, prefix, value, raw)
+        return Decision[str](
+            role=role,
+            value=value,
+            confidence=min(1.0, max(0.0, confidence)),
+            source=self.source,
+            model=self.ref,
+            latency_ms=(time.perf_counter() - start) * 1000,
+            calibrated=calibrated,
+            scores=scores,
+            input=text,
+        )
+
+    def calibrate(
+        self, role: str, prefix: str, examples: Sequence[tuple[str, str]], choices: Sequence[str]
+    ) -> dict[str, Any]:
+        """Fit a temperature for ``role`` + ``prefix`` on labelled ``(text, label)`` examples.
+
+        Returns ``temperature``, ``ece_before``, ``ece_after``, ``accuracy`` and ``n``.
+        """
+        return calibrate_chooser(
+            self.calibration, self._choose_raw, role, prefix, examples, choices
+        )

@@ -32,7 +32,7 @@ import json
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +42,7 @@ from agentflow.decision import Decision, ModelRef
 from agentflow.errors import ModelError, ModelOutputError
 from agentflow.models.choice import (
     ChoiceCalibrator,
+    Chooser,
     calibrate_chooser,
     check_grammar,
     choice_grammar,
@@ -79,11 +80,14 @@ M = TypeVar("M", bound=BaseModel)
 # --- the model --------------------------------------------------------------------------
 
 
-class GgufModel:
+class GgufModel(Chooser):
     """A verified GGUF loaded once, answering constrained choices and schema extractions.
 
     llama.cpp contexts are not re-entrant: every public method holds one lock.
     """
+
+    source = "slm:gguf"
+    """Decision source tag."""
 
     def __init__(self, model: ModelFile, *, n_ctx: int = 2048, n_threads: int = 2) -> None:
         from llama_cpp import Llama
@@ -174,37 +178,6 @@ class GgufModel:
             sep = joiner(prefix + text)
             index, probs = self._descend(head, tail + text, [sep + c for c in choices])
         return choices[index], dict(zip(choices, probs, strict=True))
-
-    def choose(self, role: str, prefix: str, text: str, choices: Sequence[str]) -> Decision[str]:
-        """Pick one of ``choices`` to follow ``prefix + text`` (see the module docstring)."""
-        start = time.perf_counter()
-        value, raw = self._choose_raw(prefix, text, choices)
-        confidence, scores, calibrated = self.calibration.apply(role, prefix, value, raw)
-        return Decision[str](
-            role=role,
-            value=value,
-            confidence=min(1.0, max(0.0, confidence)),
-            source="slm:gguf",
-            model=self.ref,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            calibrated=calibrated,
-            scores=scores,
-            input=text,
-        )
-
-    def calibrate(
-        self, role: str, prefix: str, examples: Sequence[tuple[str, str]], choices: Sequence[str]
-    ) -> dict[str, Any]:
-        """Fit a temperature for ``role`` + ``prefix`` on labelled ``(text, label)`` examples.
-
-        Returns ``temperature``, ``ece_before``, ``ece_after``, ``accuracy`` and ``n``;
-        afterwards :meth:`choose` for that role and prefix says ``calibrated=True``.
-        """
-        return calibrate_chooser(
-            self.calibration, self._choose_raw, role, prefix, examples, choices
-        )
-
-    # --- schema extraction ------------------------------------------------------------
 
     def extract(self, role: str, prefix: str, text: str, schema: type[M]) -> Decision[M]:
         """A validated ``schema`` instance read from ``text``; bad output: ModelOutputError.

@@ -33,7 +33,7 @@ from agentflow.decision import Decision, ModelRef
 from agentflow.errors import ConfigurationError, ModelError, ModelOutputError
 from agentflow.models.choice import (
     ChoiceCalibrator,
-    calibrate_chooser,
+    Chooser,
     check_grammar,
     choice_grammar,
     joiner,
@@ -100,8 +100,11 @@ def _match(text: str, lead: str, choices: Sequence[str]) -> str | None:
     return None
 
 
-class RemoteSLM:
+class RemoteSLM(Chooser):
     """A small model served over HTTP, answering constrained choices and extractions."""
+
+    source = "slm:remote"
+    """Decision source tag."""
 
     def __init__(
         self,
@@ -195,31 +198,6 @@ class RemoteSLM:
             logprobs.get("top_logprobs") or [],
         )
         return value, scores
-
-    def choose(self, role: str, prefix: str, text: str, choices: Sequence[str]) -> Decision[str]:
-        """Pick one of ``choices`` to follow ``prefix + text``; ModelOutputError otherwise."""
-        start = time.perf_counter()
-        value, raw = self._choose_raw(prefix, text, choices)
-        confidence, scores, calibrated = self.calibration.apply(role, prefix, value, raw)
-        return Decision[str](
-            role=role,
-            value=value,
-            confidence=min(1.0, max(0.0, confidence)),
-            source="slm:remote",
-            model=self.ref,
-            latency_ms=(time.perf_counter() - start) * 1000,
-            calibrated=calibrated,
-            scores=scores,
-            input=text,
-        )
-
-    def calibrate(
-        self, role: str, prefix: str, examples: Sequence[tuple[str, str]], choices: Sequence[str]
-    ) -> dict[str, Any]:
-        """Fit a temperature for ``role`` + ``prefix`` (same report as the local model)."""
-        return calibrate_chooser(
-            self.calibration, self._choose_raw, role, prefix, examples, choices
-        )
 
     def extract(self, role: str, prefix: str, text: str, schema: type[M]) -> Decision[M]:
         """A validated ``schema`` instance; output that fails validation: ModelOutputError.
