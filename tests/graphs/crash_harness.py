@@ -59,12 +59,23 @@ def _child_run(trial: int, inject: bool) -> None:
 
 
 def _child_recover(trial: int, out_fd: int) -> None:
-    from agentflow.runtime import AgentRuntime
     from graphs import support
-    from nodes.approval import ApprovalAnswer
 
     support.store.cache_clear()
     thread = f"crash-{trial}"
+    try:
+        _recover(thread, trial, out_fd)
+    except BaseException as exc:  # report it in the trial record, not only on stderr
+        os.write(
+            out_fd,
+            json.dumps({"status": "error", "outcome": f"{type(exc).__name__}: {exc}"}).encode(),
+        )
+
+
+def _recover(thread: str, trial: int, out_fd: int) -> None:
+    from agentflow.runtime import AgentRuntime
+    from nodes.approval import ApprovalAnswer
+
     with AgentRuntime.open("graphs/support.py", llm=_llm()) as rt:
         res = rt.result(thread)
         deadline = time.monotonic() + 30
@@ -145,13 +156,19 @@ def main() -> None:
             os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status)
-        read, write = os.pipe()
-        _log(f"trial {trial} killed={killed}; recovering")
-        rpid = _fork(_child_recover, trial, write)
-        os.close(write)
-        os.waitpid(rpid, 0)
-        final = json.loads(os.read(read, 65536) or b"{}")
-        os.close(read)
+        final: dict[str, Any] = {}
+        recovery_crashes = 0
+        for _ in range(3):  # a recovery process that itself dies is one more crash: resume again
+            read, write = os.pipe()
+            rpid = _fork(_child_recover, trial, write)
+            os.close(write)
+            _, rstatus = os.waitpid(rpid, 0)
+            final = json.loads(os.read(read, 65536) or b"{}")
+            os.close(read)
+            if final:
+                break
+            recovery_crashes += 1
+            _log(f"trial {trial}: recovery process died ({rstatus}); resuming again")
         with sqlite3.connect(support_db) as db:
             effects = db.execute(
                 "SELECT COUNT(*) FROM refunds WHERE amount_cents = ?", (100 + trial,)
@@ -163,6 +180,7 @@ def main() -> None:
                 "delay": delay,
                 "killed": killed,
                 "effects": effects,
+                "recovery_crashes": recovery_crashes,
                 **final,
             }
         )
@@ -174,6 +192,7 @@ def main() -> None:
         "completed": sum(t.get("status") == "done" for t in trials),
         "flagged_outcome_unknown": sum(t.get("status") == "failed" for t in trials),
         "lost": sum(t.get("status") not in ("done", "failed") for t in trials),
+        "recovery_crashes": sum(t["recovery_crashes"] for t in trials),
         "trials": trials,
     }
     print(json.dumps(report))
