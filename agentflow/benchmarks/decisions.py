@@ -1,21 +1,25 @@
 """`agentflow bench decisions`: latency of one small-model decision, one call at a time.
 
-Three measurements, each after warm-up: an encoder-head decision (the loop evaluator's
-head, MiniLM + logistic regression), a generative GGUF choice among the four loop
+Measurements, each after warm-up: an encoder-head decision on one customer message (the
+support router's head, MiniLM + logistic regression) and on one tool observation (the loop
+evaluator's head, longer inputs), a generative GGUF choice among the four loop
 verdicts with a ~200-token few-shot prefix kept in the KV cache, and a 4-field schema
 extraction with the GGUF. Targets come from DESIGN.md.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
+from importlib.resources import files
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from agentflow.evaluation import percentiles
+from agentflow.examples import Example
 from agentflow.heads import head_for, loop_examples
 from agentflow.models.encoder import load_encoder
 from agentflow.settings import Settings
@@ -86,14 +90,25 @@ def run(
     """Measure the three decision kinds; a JSON-ready report."""
     settings = settings or Settings()
     encoder = load_encoder(settings)
+    from graphs.support import routes
+
+    route_examples = [Example(text=t, label=r.name) for r in routes() for t in r.examples]
+    router = head_for("router", route_examples, encoder, settings)
+    workload = files("graphs").joinpath("data", "support_workload.jsonl").read_text()
+    messages = [json.loads(line)["text"] for line in workload.splitlines() if line.strip()]
     examples, extra = loop_examples()
-    head = head_for("loop_evaluator", examples, encoder, settings, extra)
+    loop_head = head_for("loop_evaluator", examples, encoder, settings, extra)
     texts = [ex.text for ex in examples]
     report: dict[str, Any] = {"cores": os.cpu_count(), "n_threads": settings.n_threads}
+    # "One message": the router head on the reference workload's customer messages.
     report["encoder_head"] = _summary(
+        "encoder_head", _time(lambda i: router.decide(messages[i % len(messages)], encoder), n_head)
+    )
+    # The loop evaluator reads tool observations (JSON, often 100+ tokens): longer inputs.
+    report["encoder_head_observation"] = _summary(
         "encoder_head",
         _time(
-            lambda i: head.decide(texts[i % len(texts)], encoder, extra=extra[i % len(texts)]),
+            lambda i: loop_head.decide(texts[i % len(texts)], encoder, extra=extra[i % len(texts)]),
             n_head,
         ),
     )
