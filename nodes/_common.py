@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -11,11 +12,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
-from agentflow.decision import Decision
+from agentflow.decision import Decision, ModelRef
+from agentflow.errors import ModelOutputError
 from agentflow.recording import LlmCallRecord, NullRecorder, Recorder, RunContext
 from agentflow.state import AgentState
 
-__all__ = ["LlmAnswer", "NodeEnv", "ask_llm", "last_user_text"]
+__all__ = ["LlmAnswer", "NodeEnv", "ask_llm", "last_user_text", "llm_choice", "parse_choice"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,54 @@ def ask_llm(
         ),
     )
     return LlmAnswer(text.strip(), tokens_in, tokens_out, latency)
+
+
+def parse_choice(text: str, choices: Sequence[str]) -> str:
+    """The first of ``choices`` named in a free-text answer; ModelOutputError if none."""
+    lowered = text.lower()
+    hits = [
+        (m.start(), c)
+        for c in choices
+        if (m := re.search(rf"(?<![a-z_]){re.escape(c.lower())}(?![a-z_])", lowered))
+    ]
+    if not hits:
+        raise ModelOutputError(f"answer names none of {list(choices)}: {text[:120]!r}")
+    return min(hits)[1]
+
+
+def llm_choice(
+    llm: BaseChatModel,
+    *,
+    role: str,
+    system: str,
+    user: str,
+    choices: Sequence[str],
+    input: Any,
+    env: NodeEnv,
+    config: RunnableConfig | None,
+    usage: list[int] | None = None,
+) -> Decision[str]:
+    """The LLM's verdict when a small model escalates: one of ``choices``, as a Decision.
+
+    The call is recorded like every LLM call (purpose ``escalation:<role>``); its tokens are
+    appended to ``usage`` when given; an answer naming no choice raises ModelOutputError,
+    which sends the role to its safe default.
+    """
+    answer = ask_llm(
+        llm, system, user, purpose=f"escalation:{role}", env=env, config=config, node=role
+    )
+    if usage is not None:
+        usage.append(answer.tokens)
+    return Decision[str](
+        role=role,
+        value=parse_choice(answer.text, choices),
+        confidence=1.0,
+        source="llm",
+        model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
+        latency_ms=answer.latency_ms,
+        rationale=answer.text[:300],
+        input=input,
+    )
 
 
 def last_user_text(state: AgentState) -> str:

@@ -25,14 +25,13 @@ from agentflow.consequence import (
     floor_from_annotations,
     severity,
 )
-from agentflow.decision import Decision, EscalationPolicy, ModelRef, resolve
+from agentflow.decision import Decision, EscalationPolicy, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState, Plan
-from nodes._common import NodeEnv, ask_llm
+from nodes._common import NodeEnv, llm_choice
 from nodes.approval import build_request, needs_approval
-from nodes.router import parse_choice
 
 __all__ = ["Assessment", "ConsequenceModeler", "consequence_node", "describe_call"]
 
@@ -201,27 +200,16 @@ class ConsequenceModeler:
         llm = self.llm
 
         def verdict(_small: Decision[str] | None) -> Decision[str]:
-            answer = ask_llm(
+            return llm_choice(
                 llm,
-                _CLASS_GUIDE,
-                text,
-                purpose="escalation:consequence_modeler",
+                role="consequence_modeler",
+                system=_CLASS_GUIDE,
+                user=text,
+                choices=list(CONSEQUENCE_CLASSES),
+                input=text,
                 env=env,
                 config=config,
-                node="consequence_modeler",
-            )
-            if usage is not None:
-                usage.append(answer.tokens)
-            value = parse_choice(answer.text, list(CONSEQUENCE_CLASSES))
-            return Decision[str](
-                role="consequence_modeler",
-                value=value,
-                confidence=1.0,
-                source="llm",
-                model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
-                latency_ms=answer.latency_ms,
-                rationale=answer.text[:300],
-                input=text,
+                usage=usage,
             )
 
         return verdict

@@ -16,12 +16,11 @@ from typing import Any, Literal, get_args
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
-from agentflow.decision import Decision, EscalationPolicy, ModelRef, resolve
+from agentflow.decision import Decision, EscalationPolicy, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.state import AgentState, Plan
-from nodes._common import NodeEnv, ask_llm
-from nodes.router import parse_choice
+from nodes._common import NodeEnv, llm_choice
 
 __all__ = [
     "LoopEvaluator",
@@ -36,6 +35,11 @@ LoopVerdict = Literal["continue", "replan", "done", "escalate"]
 """What the loop does next."""
 
 _VERDICTS: tuple[str, ...] = get_args(LoopVerdict)
+_LOOP_GUIDE = (
+    "An agent just executed a step. Decide: continue (step worked, more steps remain), done "
+    "(goal met), replan (step failed but the goal is reachable another way), escalate (a human "
+    "is needed). Answer with one word."
+)
 
 
 @dataclass(frozen=True)
@@ -151,27 +155,16 @@ class LoopEvaluator:
         llm = self.llm
 
         def verdict(_small: Decision[str] | None) -> Decision[str]:
-            answer = ask_llm(
+            return llm_choice(
                 llm,
-                "An agent just executed a step. Decide: continue (step worked, more steps "
-                "remain), done (goal met), replan (step failed but the goal is reachable "
-                "another way), escalate (a human is needed). Answer with one word.",
-                text,
-                purpose="escalation:loop_evaluator",
+                role="loop_evaluator",
+                system=_LOOP_GUIDE,
+                user=text,
+                choices=_VERDICTS,
+                input=text,
                 env=env,
                 config=config,
-                node="loop_evaluator",
-            )
-            usage.append(answer.tokens)
-            return Decision[str](
-                role="loop_evaluator",
-                value=parse_choice(answer.text, _VERDICTS),
-                confidence=1.0,
-                source="llm",
-                model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
-                latency_ms=answer.latency_ms,
-                rationale=answer.text[:300],
-                input=text,
+                usage=usage,
             )
 
         return verdict

@@ -9,7 +9,6 @@ built-in ``llm`` route (the LLM answers it directly): the router's safe default.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +16,11 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
-from agentflow.decision import Decision, EscalationPolicy, ModelRef, Resolution, resolve
-from agentflow.errors import ModelOutputError
+from agentflow.decision import Decision, EscalationPolicy, Resolution, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.state import AgentState
-from nodes._common import NodeEnv, ask_llm, last_user_text
+from nodes._common import NodeEnv, last_user_text, llm_choice
 
 __all__ = ["LLM_ROUTE", "Route", "Router", "router_node"]
 
@@ -87,26 +85,16 @@ class Router:
 
         def verdict(small: Decision[str] | None) -> Decision[str]:
             hint = f" (a small model guessed {small.value!r})" if small is not None else ""
-            answer = ask_llm(
+            return llm_choice(
                 llm,
-                self._prefix,
-                f"Message: {text}\nRoute{hint}:",
-                purpose="escalation:router",
+                role="router",
+                system=self._prefix,
+                user=f"Message: {text}\nRoute{hint}:",
+                choices=list(self.routes),
+                input=text,
                 env=env,
                 config=config,
-                node="router",
-            )
-            usage.append(answer.tokens)
-            route = parse_choice(answer.text, list(self.routes))
-            return Decision[str](
-                role="router",
-                value=route,
-                confidence=1.0,
-                source="llm",
-                model=ModelRef(name=str(getattr(llm, "model_name", type(llm).__name__))),
-                latency_ms=answer.latency_ms,
-                rationale=answer.text[:300],
-                input=text,
+                usage=usage,
             )
 
         return verdict
@@ -126,19 +114,6 @@ class Router:
             text, env or NodeEnv(), config, usage if usage is not None else []
         )
         return resolve("router", self._slm(text), verdict, LLM_ROUTE, self.policy)
-
-
-def parse_choice(text: str, choices: Sequence[str]) -> str:
-    """The first of ``choices`` named in a free-text answer; ModelOutputError if none."""
-    lowered = text.lower()
-    hits = [
-        (m.start(), c)
-        for c in choices
-        if (m := re.search(rf"(?<![a-z_]){re.escape(c.lower())}(?![a-z_])", lowered))
-    ]
-    if not hits:
-        raise ModelOutputError(f"answer names none of {list(choices)}: {text[:120]!r}")
-    return min(hits)[1]
 
 
 def router_node(

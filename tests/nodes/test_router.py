@@ -9,7 +9,8 @@ from agentflow.errors import ModelOutputError
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from nodes.router import LLM_ROUTE, Route, Router, parse_choice
+from nodes._common import parse_choice
+from nodes.router import LLM_ROUTE, Route, Router
 
 ROUTES = [
     Route(
