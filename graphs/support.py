@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from functools import cache
+from dataclasses import replace
+from functools import cache, partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
@@ -180,13 +181,15 @@ def _extract_refund(
 
 
 def _extract_cancel(
-    text: str, customer: dict[str, Any]
+    text: str, customer: dict[str, Any], settings: Settings | None = None
 ) -> tuple[dict[str, Any], list[Decision[Any]]]:
     from agentflow.models.gguf import load_gguf
 
     email = customer.get("email", DEMO_CUSTOMER)
     try:
-        decision = load_gguf(Settings()).extract("extractor", _CANCEL_PREFIX, text, CancelRequest)
+        decision = load_gguf(settings or Settings()).extract(
+            "extractor", _CANCEL_PREFIX, text, CancelRequest
+        )
         req = CancelRequest.model_validate(decision.value)
         decisions: list[Decision[Any]] = [decision]
     except AgentflowError as exc:
@@ -278,8 +281,16 @@ _FLOWS = {
 }
 
 
-def routes() -> list[Route]:
-    """The six routes with their training examples, flows and documents."""
+def routes(settings: Settings | None = None) -> list[Route]:
+    """The six routes with their training examples, flows and documents.
+
+    ``settings`` are the agent's: the cancellation flow's extractor loads the GGUF they name.
+    """
+    cancel = _FLOWS["cancel_subscription"]
+    flows = {
+        **_FLOWS,
+        "cancel_subscription": replace(cancel, extract=partial(_extract_cancel, settings=settings)),
+    }
     examples: dict[str, list[str]] = {name: [] for name in _DESCRIPTIONS}
     for row in _jsonl("support_routes.jsonl"):
         examples[row["label"]].append(row["text"])
@@ -292,7 +303,7 @@ def routes() -> list[Route]:
             name=name,
             description=desc,
             examples=tuple(examples[name]),
-            target=_FLOWS.get(name, "llm"),
+            target=flows.get(name, "llm"),
             documents=docs if name == "pricing" else (),
         )
         for name, desc in _DESCRIPTIONS.items()
@@ -308,7 +319,7 @@ def build(
 ) -> tuple[StateGraph, AgentParts]:
     """The support agent's graph (uncompiled) and parts."""
     graph_, parts = agent(
-        routes(),
+        routes(settings),
         support_tools(),
         name="support",
         settings=settings,
