@@ -35,6 +35,9 @@ __all__ = ["ARTIFACT_FORMAT", "EncoderHead"]
 ARTIFACT_FORMAT = "agentflow.head/1"
 _LARGE = 1000  # above this many examples, one stratified holdout calibrates; below, k-fold
 _MIN_CALIBRATION = 20  # fewer held-out predictions than this cannot support a calibration claim
+# k-fold is repeated with other shuffles: on a few hundred examples one split's fitted
+# temperature moves by ~10% with the shuffle, and with it which decisions escalate.
+_CV_REPEATS = 3
 
 
 def _fit_lr(x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int) -> tuple[Any, Any]:
@@ -52,7 +55,11 @@ def _fit_lr(x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int) -
 def _heldout_logits(
     x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]] | None:
-    """Logits predicted for examples the model did not see, for calibration."""
+    """Logits predicted for examples the model did not see, for calibration.
+
+    Small sets are cross-validated ``_CV_REPEATS`` times, so each example contributes
+    that many held-out predictions; large sets use one stratified holdout.
+    """
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     min_count = int(np.bincount(y).min())
@@ -62,8 +69,13 @@ def _heldout_logits(
         tr, te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y, random_state=seed)
         folds = [(tr, te)]
     else:
-        skf = StratifiedKFold(n_splits=min(5, min_count), shuffle=True, random_state=seed)
-        folds = list(skf.split(x, y))
+        folds = [
+            fold
+            for repeat in range(_CV_REPEATS)
+            for fold in StratifiedKFold(
+                n_splits=min(5, min_count), shuffle=True, random_state=seed + repeat
+            ).split(x, y)
+        ]
     logits, labels = [], []
     for tr, te in folds:
         if len(np.unique(y[tr])) < int(y.max()) + 1:
