@@ -30,13 +30,22 @@ def _data(name: str) -> list[dict[str, object]]:
 
 def loop_examples() -> tuple[list[Example], NDArray[np.float64]]:
     """The shipped loop-evaluator examples: the text the evaluator reads and its progress features."""
-    from nodes.loop_evaluator import describe_step, loop_features
+    from nodes.loop_evaluator import describe_step, echo_share, loop_features
 
     rows = _data("loop_examples.jsonl")
     examples = [
         Example(text=describe_step(str(r["observation"])), label=str(r["label"])) for r in rows
     ]
-    extra = np.array([loop_features(int(r["steps_done"]), int(r["steps_planned"])) for r in rows])  # type: ignore[call-overload]
+    extra = np.array(
+        [
+            loop_features(
+                int(r["steps_done"]),  # type: ignore[call-overload]
+                int(r["steps_planned"]),  # type: ignore[call-overload]
+                echo_share(str(r["step"]), str(r["observation"])),
+            )
+            for r in rows
+        ]
+    )
     return examples, extra
 
 

@@ -9,6 +9,7 @@ therefore called only for plans, replans and escalations.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -27,6 +28,7 @@ __all__ = [
     "LoopGuards",
     "LoopVerdict",
     "describe_step",
+    "echo_share",
     "format_call",
     "loop_node",
 ]
@@ -64,13 +66,35 @@ def describe_step(observation: str) -> str:
     return observation[:600]
 
 
-def loop_features(steps_done: int, steps_planned: int) -> list[float]:
-    """Side-features the encoder cannot read from text: how far through the plan we are."""
+_CALL_VALUE = re.compile(
+    r"=\s*'((?:[^'\\]|\\.)*)'|=\s*\"((?:[^\"\\]|\\.)*)\"|=\s*(-?\d+(?:\.\d+)?)"
+)
+
+
+def echo_share(call: str, observation: str) -> float:
+    """Share of the call's argument values (3+ characters) that the observation repeats.
+
+    A write that answers with the values it was asked to set most likely did what was
+    asked; the encoder reads the observation alone and cannot compare the two.
+    ``call`` is written as :func:`format_call` writes it, which is also how the training
+    examples store their steps.
+    """
+    values = [v for groups in _CALL_VALUE.findall(call) for v in groups if len(v) >= 3]
+    if not values:
+        return 0.0
+    seen = observation.lower()
+    return sum(v.lower() in seen for v in values) / len(values)
+
+
+def loop_features(steps_done: int, steps_planned: int, echo: float = 0.0) -> list[float]:
+    """Side-features the encoder cannot read from text: how far through the plan we are,
+    and how much of the call the observation echoes (:func:`echo_share`)."""
     planned = max(steps_planned, 1)
     return [
         steps_done / planned,
         3.0 * float(steps_done >= planned),
         3.0 * float(steps_done > planned),
+        echo,
     ]
 
 
@@ -129,7 +153,11 @@ class LoopEvaluator:
             else f"error: {last.get('error')}"
         )
         text = describe_step(observation)
-        extra = loop_features(last["step"] + 1, len(plan.steps))
+        extra = loop_features(
+            last["step"] + 1,
+            len(plan.steps),
+            echo_share(format_call(step.tool, step.args), observation),
+        )
         slm = None
         if self.head is not None and self.encoder is not None:
             head, encoder = self.head, self.encoder
