@@ -238,10 +238,11 @@ def test_loop_rows_are_unique_and_never_contradict() -> None:
 # ------------------------------------------------------------------ support agent
 
 
-def test_router_training_set_has_forty_varied_examples_per_route() -> None:
+def test_router_training_set_has_ninety_varied_examples_per_route() -> None:
     rows = _routes()
     assert all(set(r) == {"text", "label"} and r["text"].strip() for r in rows)
-    assert Counter(r["label"] for r in rows) == dict.fromkeys(ROUTES, 40)
+    per_route = Counter(r["label"] for r in rows)
+    assert set(per_route) == set(ROUTES) and min(per_route.values()) >= 90, per_route
     texts = [r["text"] for r in rows]
     assert len({_normalise(t) for t in texts}) == len(texts)
     assert _near_duplicates(texts, None, NEAR_DUPLICATE) == []
