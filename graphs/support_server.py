@@ -6,13 +6,23 @@ is never called) and imports the file in a worker thread at startup, where build
 agent (encoder, heads, GGUF) may block. A graph *factory* would instead be called inside
 the server's event loop on every run, which ``langgraph dev`` refuses (BlockingError).
 Importing :mod:`graphs.support` itself stays cheap; only LangGraph Server imports this.
+
+Decisions, LLM calls, tool calls and approvals go to the same SQL ledger as runs started
+by ``agentflow run`` (``AGENTFLOW_DATABASE_URL``), whose schema the server's start-up
+creates or migrates: this import is that start-up.
 """
 
 from __future__ import annotations
 
+from agentflow.settings import Settings
+from checkpoints.ledger import Ledger
 from graphs.support import build
 
 __all__ = ["graph"]
 
-graph = build()[0].compile()
+_settings = Settings()
+_ledger = Ledger.from_settings(_settings)
+_ledger.setup()
+
+graph = build(settings=_settings, recorder=_ledger)[0].compile()
 """The compiled support graph (LangGraph Server brings its own checkpointer)."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.errors import GraphInterrupt
 from langgraph.types import interrupt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -168,25 +169,31 @@ def approval_node(
             ctx.thread_id,
         )
         recorder = env.recorder_for(config)
+        refused: ApprovalRecord | None = None
         while True:
-            raw = interrupt(request.model_dump(mode="json"))
+            try:
+                raw = interrupt(request.model_dump(mode="json"))
+            except GraphInterrupt:
+                # LangGraph re-runs this node from the top on every resume, replaying the
+                # earlier answers; only the newest one (the last consumed before waiting
+                # again) is news, so each refusal reaches the ledger exactly once.
+                if refused is not None:
+                    recorder.approval(ctx, refused)
+                raise
             try:
                 answer = ApprovalAnswer.model_validate(raw)
                 check_answer(request, answer, tools)
                 break
             except (ValidationError, ApprovalError) as exc:
                 # Refused: the action stays pending and we wait for another answer.
-                recorder.approval(
-                    ctx,
-                    ApprovalRecord(
-                        approval_id=request.approval_id,
-                        tool=request.tool,
-                        digest=request.digest,
-                        decision="refused",
-                        approver=(raw or {}).get("approver") if isinstance(raw, dict) else None,
-                        reason=str(exc)[:500],
-                        payload=request.model_dump(mode="json"),
-                    ),
+                refused = ApprovalRecord(
+                    approval_id=request.approval_id,
+                    tool=request.tool,
+                    digest=request.digest,
+                    decision="refused",
+                    approver=(raw or {}).get("approver") if isinstance(raw, dict) else None,
+                    reason=str(exc)[:500],
+                    payload=request.model_dump(mode="json"),
                 )
         recorder.approval(
             ctx,

@@ -16,6 +16,7 @@ from contextlib import closing
 import pytest
 from langgraph_sdk import get_sync_client
 
+from checkpoints.ledger import Ledger
 from nodes.approval import ApprovalRequest
 from tests.fixtures.langgraph_server import REPO, LangGraphServer
 
@@ -88,3 +89,10 @@ def test_a_run_waits_for_approval_and_resumes(
     assert out["status"] == "done", out.get("outcome")
     assert effects(langgraph_server) == before + 1
     assert [a["approver"] for a in out["approvals"]] == ["sam"]
+    if graph == "support":  # the support graph writes the same ledger `agentflow run` does
+        ledger = Ledger(langgraph_server.database_url)
+        roles = {d.role for d in ledger.decisions(thread_id=thread_id)}
+        assert {"router", "consequence_modeler"} <= roles, roles
+        decisions = [a.decision for a in ledger.approvals(thread_id=thread_id)]
+        assert decisions.count("refused") == 1 and decisions.count("approve") == 1, decisions
+        ledger.close()
