@@ -2,7 +2,8 @@
 
 Both modes run every labelled message through the same graph in one process, on a
 throw-away database and back office; the all-LLM mode replaces every small-model role by
-the LLM. A run that stops for approval counts as finished (that is where it must stop).
+the LLM. A run that stops for approval counts as finished (that is where it must stop),
+and so does one that asks the user for a missing detail (``asked_user`` counts those).
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from typing import Any
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 
+from agentflow.errors import DataError
 from agentflow.settings import Settings
 
 __all__ = ["run"]
+
+
+_Results = list[tuple[dict[str, Any], Any]]
 
 
 def _mode(
@@ -28,17 +33,23 @@ def _mode(
     llm: BaseChatModel | None,
     slm_roles: bool,
     progress: Any,
-) -> dict[str, Any]:
+) -> _Results:
     from agentflow.runtime import AgentRuntime
 
     results = []
     with AgentRuntime.open(graph, settings=settings, llm=llm, slm_roles=slm_roles) as rt:
         for i, row in enumerate(rows):
-            res = rt.run(row["text"])
-            results.append((row, res))
+            results.append((row, rt.run(row["text"])))
             progress("SLM-first" if slm_roles else "all-LLM", i + 1, len(rows))
+    return results
+
+
+def _summary(results: _Results) -> dict[str, Any]:
     n = len(results)
     lat = [r.latency_ms for _, r in results]
+    by_route: dict[str, list[bool]] = {}
+    for row, r in results:
+        by_route.setdefault(row["expected_route"], []).append(r.llm_calls == 0)
     return {
         "n": n,
         "no_llm_fraction": round(sum(r.llm_calls == 0 for _, r in results) / n, 4),
@@ -52,12 +63,20 @@ def _mode(
         "statuses": {
             s: sum(r.status == s for _, r in results) for s in {r.status for _, r in results}
         },
+        # A templated question for a missing detail ends the request without the LLM; the
+        # count says how many of the no-LLM requests ended that way.
+        "asked_user": sum(bool(r.needs_input) for _, r in results),
+        "no_llm_by_route": {k: round(sum(v) / len(v), 4) for k, v in sorted(by_route.items())},
         "misrouted": [
             {"id": row.get("id"), "expected": row["expected_route"], "got": r.route}
             for row, r in results
             if r.route != row["expected_route"]
         ][:20],
     }
+
+
+def _ratio(slm: float, llm: float) -> float | None:
+    return round(slm / llm, 4) if llm else None
 
 
 def run(
@@ -77,6 +96,8 @@ def run(
 
     progress = progress or (lambda *_: None)
     rows = [json.loads(line) for line in workload.read_text().splitlines() if line.strip()][:limit]
+    if not rows:
+        raise DataError(f"{workload} holds no messages", hint="one JSON object per line")
     base = settings or Settings()
     report: dict[str, Any] = {
         "graph": graph,
@@ -84,32 +105,40 @@ def run(
         "cores": os.cpu_count(),
         "llm": base.llm_base_url or "local GGUF (weak default)",
     }
-    with tempfile.TemporaryDirectory(prefix="agentflow-bench-") as tmp:
-        for mode in modes:
-            db = f"sqlite:///{tmp}/{mode}.db"
-            # A fresh back office per mode, so both modes see the same orders and subscriptions.
-            os.environ["AGENTFLOW_SUPPORT_DB"] = f"{tmp}/{mode}-support.db"
-            from graphs.support import store
+    from graphs.support import store
 
+    previous = os.environ.get("AGENTFLOW_SUPPORT_DB")
+    results: dict[str, _Results] = {}
+    with tempfile.TemporaryDirectory(prefix="agentflow-bench-") as tmp:
+        try:
+            for mode in modes:
+                db = f"sqlite:///{tmp}/{mode}.db"
+                # A fresh back office per mode: both modes see the same orders and subscriptions.
+                os.environ["AGENTFLOW_SUPPORT_DB"] = f"{tmp}/{mode}-support.db"
+                store.cache_clear()
+                settings = base.model_copy(update={"database_url": db})
+                setup_savers(db)
+                Ledger(db).setup()
+                subset = rows if mode == "slm" else rows[:llm_limit]
+                results[mode] = _mode(graph, subset, settings, llm, mode == "slm", progress)
+        finally:
             store.cache_clear()
-            settings = base.model_copy(update={"database_url": db})
-            setup_savers(db)
-            Ledger(db).setup()
-            subset = rows if mode == "slm" else rows[:llm_limit]
-            report["slm_first" if mode == "slm" else "all_llm"] = _mode(
-                graph, subset, settings, llm, mode == "slm", progress
-            )
-    if "slm_first" in report and "all_llm" in report:
-        s, a = report["slm_first"], report["all_llm"]
+            if previous is None:
+                os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
+            else:
+                os.environ["AGENTFLOW_SUPPORT_DB"] = previous
+    if "slm" in results:
+        report["slm_first"] = _summary(results["slm"])
+    if "llm" in results:
+        report["all_llm"] = _summary(results["llm"])
+    if "slm" in results and "llm" in results:
+        # Compare like with like: SLM-first on the rows the all-LLM mode ran.
+        s = _summary(results["slm"][: len(results["llm"])])
+        a = report["all_llm"]
+        report["slm_first_on_the_same_rows"] = s
         report["ratios"] = {
-            "llm_calls": round(s["llm_calls_per_request"] / a["llm_calls_per_request"], 4)
-            if a["llm_calls_per_request"]
-            else None,
-            "llm_tokens_per_request": round(
-                (s["llm_tokens"] / s["n"]) / (a["llm_tokens"] / a["n"]), 4
-            )
-            if a["llm_tokens"]
-            else None,
-            "p50_ms": round(s["p50_ms"] / a["p50_ms"], 4) if a["p50_ms"] else None,
+            "llm_calls": _ratio(s["llm_calls_per_request"], a["llm_calls_per_request"]),
+            "llm_tokens_per_request": _ratio(s["llm_tokens"] / s["n"], a["llm_tokens"] / a["n"]),
+            "p50_ms": _ratio(s["p50_ms"], a["p50_ms"]),
         }
     return report
