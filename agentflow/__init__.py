@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from agentflow.state import AgentState, Plan, PlanStep
     from nodes.approval import ApprovalAnswer, ApprovalRequest
     from nodes.loop_evaluator import LoopGuards
-    from nodes.planner import Flow
+    from nodes.planner import Flow, MissingFields
     from nodes.router import Route
     from tools.contract import ToolContext, ToolRegistry, ToolSpec, tool
     from tools.executor import GuardedExecutor
@@ -61,6 +61,7 @@ _LAZY = {
     "ApprovalRequest": "nodes.approval",
     "LoopGuards": "nodes.loop_evaluator",
     "Flow": "nodes.planner",
+    "MissingFields": "nodes.planner",
     "Route": "nodes.router",
     "ToolContext": "tools.contract",
     "ToolRegistry": "tools.contract",
@@ -91,6 +92,7 @@ __all__ = [
     "KeyMismatchError",
     "LedgerError",
     "LoopGuards",
+    "MissingFields",
     "ModelError",
     "ModelIntegrityError",
     "ModelNotFoundError",

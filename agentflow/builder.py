@@ -5,9 +5,10 @@ edges before compiling it with any checkpointer; custom graphs can use the node
 factories in ``nodes/`` directly instead. The wiring::
 
     START -> router -+-> planner -> consequence -+-> approval -> act -> loop -+-> respond -> END
-                     |      ^                    +------------->  act         +-> consequence
-                     |      +---------------------------- replan -------------+-> planner
-                     +-> respond (LLM routes)                                  +-> escalation -> END
+                     |      |  ^                 +------------->  act         +-> consequence
+                     |      |  +------------------------- replan -------------+-> planner
+                     |      +-> respond (ask the user for a missing field)    +-> escalation -> END
+                     +-> respond (LLM routes)
 """
 
 from __future__ import annotations
@@ -163,8 +164,10 @@ def agent(
     )
     g.add_conditional_edges(
         "planner",
-        lambda s: "escalation" if s.get("loop_verdict") == "escalate" else "consequence",
-        ["escalation", "consequence"],
+        lambda s: {"escalate": "escalation", "ask": "respond"}.get(
+            s.get("loop_verdict") or "", "consequence"
+        ),
+        ["escalation", "respond", "consequence"],
     )
 
     def after_consequence(s: AgentState) -> str:
@@ -179,9 +182,15 @@ def agent(
         return {"rejected": "respond", "replan": "planner"}.get(verdict or "", "act")
 
     g.add_conditional_edges("approval", after_approval, ["respond", "planner", "act"])
-    g.add_conditional_edges(
-        "act", lambda s: "respond" if s.get("status") == "failed" else "loop", ["respond", "loop"]
-    )
+
+    def after_act(s: AgentState) -> str:
+        flow = flows.get(s.get("route") or "")
+        step_failed = (s.get("observations") or [{}])[-1].get("status") == "failed"
+        # A flow that explains its own failures answers them; no replan is asked for.
+        explained = step_failed and flow is not None and flow.explain_failure is not None
+        return "respond" if s.get("status") == "failed" or explained else "loop"
+
+    g.add_conditional_edges("act", after_act, ["respond", "loop"])
     g.add_conditional_edges(
         "loop",
         lambda s: {"continue": "consequence", "replan": "planner", "done": "respond"}.get(

@@ -11,6 +11,7 @@ printed by the CLI or returned by the server is actionable on its own::
     │   └── ModelOutputError        a model answered something that fails validation
     ├── ArtifactError               a trained head is corrupt, tampered or for another encoder
     ├── DataError                   an example/workload file cannot be read
+    │   └── MissingFields           a request lacks a field its flow needs (nodes.planner)
     ├── ToolError
     │   ├── ToolRegistrationError   a tool declaration is unsafe or inconsistent
     │   └── ToolExecutionError      a tool raised; carries whether a retry is allowed

@@ -61,6 +61,8 @@ class RunResult(BaseModel):
     """Wall time of this invocation."""
     resumable: bool = False
     """True when the run stopped mid-graph (an error, e.g. the store was down): ``retry`` continues it."""
+    needs_input: list[str] = Field(default_factory=list)
+    """Fields the answer asked the user for; the next message on the thread supplies them."""
 
 
 def load_graph_module(spec: str) -> ModuleType:
@@ -180,6 +182,7 @@ class AgentRuntime:
             observations=values.get("observations", []),
             latency_ms=latency_ms,
             resumable=bool(snapshot.next) and not pending,
+            needs_input=list((values.get("awaiting") or {}).get("missing", [])),
         )
 
     @staticmethod

@@ -1,11 +1,15 @@
 """Reference agent: customer support, SLM-first.
 
 - order status      -> lookup tool, templated answer: no LLM
-- change address    -> extract order + address, idempotent update: no LLM
+- change address    -> extract order + complete address (else ask for it), idempotent
+                       update: no LLM
 - cancel subscription -> schema extraction by the GGUF SLM, idempotent cancellation: no LLM
 - refund            -> extract order + amount, irreversible payment: waits for approval
 - pricing           -> context pruning over the price documents, then the LLM answers
 - complaint         -> the LLM answers (furious customers deserve the big model)
+
+A back-office refusal (an order already shipped, an unknown order) is answered in the
+back office's own words, without the LLM. The extractors live in ``support_extract``.
 
 ``build()`` returns the uncompiled graph and its parts (the runtime compiles it with its
 checkpointer); ``graphs/support_server.py`` holds the compiled graph LangGraph Server loads.
@@ -14,49 +18,29 @@ checkpointer); ``graphs/support_server.py`` holds the compiled graph LangGraph S
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import replace
-from functools import cache, partial
+from functools import partial
 from importlib.resources import files
-from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import StateGraph
-from pydantic import BaseModel
 
 from agentflow.builder import AgentParts, agent
-from agentflow.decision import Decision
-from agentflow.errors import AgentflowError, DataError
 from agentflow.settings import Settings
 from agentflow.state import AgentState, Plan, PlanStep
-from graphs.support_store import DEMO_CUSTOMER, SupportStore
-from nodes.planner import Flow
+from graphs.support_extract import extract_address, extract_cancel, extract_order, extract_refund
+from graphs.support_store import Refusal, store
+from nodes.planner import Flow, MissingFields
 from nodes.router import Route
 from tools.contract import ToolContext, ToolRegistry, tool
 
-__all__ = ["CancelRequest", "build", "routes", "store", "support_tools"]
-
-_ORDER = re.compile(r"(?<![\w$])#?([A-Z]\d{4,6}|\d{5,6})\b", re.IGNORECASE)
-_MONEY = re.compile(
-    r"\$\s?(\d{1,6}(?:[.,]\d{2})?)|(\d{1,6}(?:[.,]\d{2})?)\s?(?:dollars|usd|eur|€|£)", re.I
-)
-_ADDRESS = re.compile(
-    r"\b(?:to|address(?: is)?:?|ship it to|deliver(?: it)? to)\s+(\d+[^\n]{6,120})", re.I
-)
+__all__ = ["build", "routes", "store", "support_tools"]
 
 
 def _jsonl(name: str) -> list[dict[str, Any]]:
     text = files("graphs").joinpath("data", name).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-@cache
-def store() -> SupportStore:
-    """The demo back office (``AGENTFLOW_SUPPORT_DB`` or ``<data_dir>/support.db``)."""
-    path = os.environ.get("AGENTFLOW_SUPPORT_DB") or Path(Settings().data_dir) / "support.db"
-    return SupportStore(path)
 
 
 # --------------------------------------------------------------------------- tools
@@ -65,7 +49,7 @@ def lookup_order(order_id: str) -> dict[str, Any]:
     """Look up an order's status, carrier, tracking number and expected delivery date."""
     order = store().order(order_id)
     if order is None:
-        raise ValueError(f"order {order_id} not found")
+        raise Refusal(f"I could not find order {order_id}")
     return {k: order[k] for k in ("order_id", "status", "carrier", "tracking", "eta")}
 
 
@@ -95,117 +79,32 @@ def support_tools() -> ToolRegistry:
 
 
 # --------------------------------------------------------------------------- flows
-class CancelRequest(BaseModel):
-    """What the cancellation flow extracts from a message."""
-
-    plan: Literal["Basic", "Plus", "Pro", "Team"] | None = None
-    """Plan named in the message, if any."""
-    when: Literal["now", "end_of_period"] = "end_of_period"
-    """Whether the customer wants it to stop now or at renewal."""
-    reason: str | None = None
-    """Why they leave, in their words."""
-
-
-_CANCEL_PREFIX = (
-    "Extract the cancellation request as JSON.\n"
-    "Message: Please cancel my Pro plan right away, too expensive.\n"
-    '{"plan": "Pro", "when": "now", "reason": "too expensive"}\n'
-    "Message: I'd like to stop my membership when the month ends.\n"
-    '{"plan": null, "when": "end_of_period", "reason": null}\n'
-)
-
-
-def _rule(field: str, value: Any, why: str, text: str) -> Decision[Any]:
-    return Decision[Any](
-        role="extractor",
-        value={field: value},
-        confidence=1.0,
-        source="rule",
-        latency_ms=0.0,
-        rationale=why,
-        input=text,
+def _ask_address(missing: list[str], fields: dict[str, Any]) -> str:
+    order = store().order(fields["order_id"]) if fields.get("order_id") else None
+    if order is None:
+        return "Which order should I change, and what is the complete new address?"
+    return (
+        f"Order {order['order_id']} is set to ship to {order['address']}. What is the complete "
+        "new address, with street, city and postcode? I will update it as soon as you reply."
     )
 
 
-def _order_id(text: str, customer: dict[str, Any]) -> tuple[str | None, Decision[Any]]:
-    match = _ORDER.search(text)
-    if match:
-        return match.group(1).upper(), _rule(
-            "order_id", match.group(1).upper(), "order id in message", text
-        )
-    latest = store().latest_order(customer.get("email", DEMO_CUSTOMER))
-    oid = latest["order_id"] if latest else None
-    return oid, _rule("order_id", oid, "no id in message: customer's latest order", text)
-
-
-def _extract_order(
-    text: str, customer: dict[str, Any]
-) -> tuple[dict[str, Any], list[Decision[Any]]]:
-    oid, decision = _order_id(text, customer)
-    return {"order_id": oid}, [decision]
-
-
-def _extract_address(
-    text: str, customer: dict[str, Any]
-) -> tuple[dict[str, Any], list[Decision[Any]]]:
-    fields, decisions = _extract_order(text, customer)
-    match = _ADDRESS.search(text)
-    fields["address"] = (
-        re.sub(
-            r"(?:[\s,.!]+(?:instead|please|thanks?(?: you)?))*[\s,.!]*$",
-            "",
-            match.group(1).strip(),
-            flags=re.I,
-        )
-        if match
-        else None
+def _say_refused(state: AgentState) -> str | None:
+    """The back office's own words when a business rule said no; None for anything else."""
+    error = (state.get("observations") or [{}])[-1].get("error") or ""
+    prefix = f"{Refusal.__name__}: "
+    if not error.startswith(prefix):
+        return None
+    return (
+        f"Sorry, {error.removeprefix(prefix)}. Reply here if you would like a colleague to "
+        "look at it."
     )
-    decisions.append(_rule("address", fields["address"], "address after 'to'", text))
-    return fields, decisions
-
-
-def _extract_refund(
-    text: str, customer: dict[str, Any]
-) -> tuple[dict[str, Any], list[Decision[Any]]]:
-    fields, decisions = _extract_order(text, customer)
-    money = _MONEY.search(text)
-    amount: int | None
-    if money:
-        amount = round(float((money.group(1) or money.group(2)).replace(",", ".")) * 100)
-    else:
-        order = store().order(fields["order_id"]) if fields["order_id"] else None
-        amount = order["total_cents"] if order else None
-    fields.update(amount_cents=amount, reason=text[:200])
-    decisions.append(_rule("amount_cents", amount, "amount in message, else the order total", text))
-    return fields, decisions
-
-
-def _extract_cancel(
-    text: str, customer: dict[str, Any], settings: Settings | None = None
-) -> tuple[dict[str, Any], list[Decision[Any]]]:
-    from agentflow.models.gguf import load_gguf
-
-    email = customer.get("email", DEMO_CUSTOMER)
-    try:
-        decision = load_gguf(settings or Settings()).extract(
-            "extractor", _CANCEL_PREFIX, text, CancelRequest
-        )
-        req = CancelRequest.model_validate(decision.value)
-        decisions: list[Decision[Any]] = [decision]
-    except AgentflowError as exc:
-        req, decisions = CancelRequest(), [_rule("cancel", None, f"extraction failed: {exc}", text)]
-    sub = store().subscription(email)
-    # The account is the source of truth for which plan is active; the message only says when.
-    plan = sub["plan"] if sub else req.plan
-    if req.plan and sub and req.plan != sub["plan"]:
-        decisions.append(_rule("plan", plan, f"message says {req.plan}, account has {plan}", text))
-    return {"email": email, "plan": plan, "effective": req.when, "reason": req.reason}, decisions
 
 
 def _need(fields: dict[str, Any], *names: str) -> None:
     missing = [n for n in names if not fields.get(n)]
     if missing:
-        raise DataError(f"could not find {', '.join(missing)} in the request")
+        raise MissingFields(missing)
 
 
 def _plan(tool_name: str, goal: str, *needed: str):  # type: ignore[no-untyped-def]
@@ -260,23 +159,28 @@ _DESCRIPTIONS = {
 _FLOWS = {
     "order_status": Flow(
         plan=_plan("lookup_order", "tell the customer where the order is", "order_id"),
-        extract=_extract_order,
+        extract=extract_order,
         respond=_say_order,
+        explain_failure=_say_refused,
     ),
     "change_address": Flow(
         plan=_plan("update_shipping_address", "change the shipping address", "order_id", "address"),
-        extract=_extract_address,
+        extract=extract_address,
         respond=_say_address,
+        ask=_ask_address,
+        explain_failure=_say_refused,
     ),
     "cancel_subscription": Flow(
         plan=_plan("cancel_subscription", "cancel the subscription", "email", "plan", "effective"),
-        extract=_extract_cancel,
+        extract=extract_cancel,
         respond=_say_cancel,
+        explain_failure=_say_refused,
     ),
     "refund": Flow(
         plan=_plan("issue_refund", "refund the customer", "order_id", "amount_cents"),
-        extract=_extract_refund,
+        extract=extract_refund,
         respond=_say_refund,
+        explain_failure=_say_refused,
     ),
 }
 
@@ -289,7 +193,7 @@ def routes(settings: Settings | None = None) -> list[Route]:
     cancel = _FLOWS["cancel_subscription"]
     flows = {
         **_FLOWS,
-        "cancel_subscription": replace(cancel, extract=partial(_extract_cancel, settings=settings)),
+        "cancel_subscription": replace(cancel, extract=partial(extract_cancel, settings=settings)),
     }
     examples: dict[str, list[str]] = {name: [] for name in _DESCRIPTIONS}
     for row in _jsonl("support_routes.jsonl"):

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SupportStore"]
+from agentflow.settings import Settings
+
+__all__ = ["DEMO_CUSTOMER", "Refusal", "SupportStore", "store"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (email TEXT PRIMARY KEY, name TEXT NOT NULL);
@@ -47,6 +51,10 @@ def _workload_order_ids() -> list[str]:
         if line.strip() and (oid := json.loads(line).get("order_id")):
             ids.append(str(oid).lstrip("#").upper())
     return ids
+
+
+class Refusal(ValueError):
+    """A business rule said no. The message is written for the customer."""
 
 
 class SupportStore:
@@ -131,10 +139,11 @@ class SupportStore:
                 row = db.execute(
                     "SELECT status FROM orders WHERE order_id = ?", (order_id,)
                 ).fetchone()
-                raise ValueError(
-                    f"order {order_id} not found"
+                raise Refusal(
+                    f"I could not find order {order_id}"
                     if row is None
-                    else f"order {order_id} is already {row['status']}; the address is fixed"
+                    else f"order {order_id} is already {row['status']}, so its address can no "
+                    "longer be changed"
                 )
         return {"order_id": order_id, "address": address}
 
@@ -142,7 +151,7 @@ class SupportStore:
         """Mark the subscription cancelled (idempotent: cancelling twice is one cancellation)."""
         sub = self.subscription(email)
         if sub is None or sub["plan"].lower() != plan.lower():
-            raise ValueError(f"{email} has no {plan} subscription")
+            raise Refusal(f"there is no {plan} subscription on {email}")
         when = str(date(2026, 11, 23)) if effective == "now" else sub["renews"]
         with self._lock, self._connect() as db:
             db.execute(
@@ -157,10 +166,11 @@ class SupportStore:
         """Pay money back. Every call is a new refund: this is the irreversible effect."""
         order = self.order(order_id)
         if order is None:
-            raise ValueError(f"order {order_id} not found")
+            raise Refusal(f"I could not find order {order_id}")
         if amount_cents <= 0 or amount_cents > order["total_cents"]:
-            raise ValueError(
-                f"refund of {amount_cents} cents exceeds order total {order['total_cents']}"
+            raise Refusal(
+                f"a refund of ${amount_cents / 100:.2f} is more than order {order_id}'s total "
+                f"of ${order['total_cents'] / 100:.2f}"
             )
         with self._lock, self._connect() as db:
             cur = db.execute(
@@ -181,3 +191,10 @@ class SupportStore:
                 (order_id,) if order_id else (),
             ).fetchall()
         return [dict(r) for r in rows]
+
+
+@cache
+def store() -> SupportStore:
+    """The demo back office (``AGENTFLOW_SUPPORT_DB`` or ``<data_dir>/support.db``)."""
+    path = os.environ.get("AGENTFLOW_SUPPORT_DB") or Path(Settings().data_dir) / "support.db"
+    return SupportStore(path)

@@ -17,7 +17,15 @@ from agentflow.errors import ModelOutputError
 from agentflow.recording import LlmCallRecord, NullRecorder, Recorder, RunContext
 from agentflow.state import AgentState
 
-__all__ = ["LlmAnswer", "NodeEnv", "ask_llm", "last_user_text", "llm_choice", "parse_choice"]
+__all__ = [
+    "LlmAnswer",
+    "NodeEnv",
+    "ask_llm",
+    "last_user_text",
+    "llm_choice",
+    "parse_choice",
+    "request_text",
+]
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,11 @@ def last_user_text(state: AgentState) -> str:
         if isinstance(message, HumanMessage):
             return str(message.content)
     return ""
+
+
+def request_text(state: AgentState) -> str:
+    """The request this turn works on (``state["request"]``, else the latest user message)."""
+    return state.get("request") or last_user_text(state)
 
 
 def ai(text: str) -> AIMessage:

@@ -14,7 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.state import AgentState
-from nodes._common import NodeEnv, ai, ask_llm, last_user_text
+from nodes._common import NodeEnv, ai, ask_llm, request_text
 
 __all__ = ["escalation_node"]
 
@@ -32,7 +32,7 @@ def escalation_node(
 
     def escalate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         facts = {
-            "request": last_user_text(state),
+            "request": request_text(state),
             "route": state.get("route"),
             "plan": state.get("plan"),
             "results": state.get("observations", [])[-3:],

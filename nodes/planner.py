@@ -2,9 +2,11 @@
 
 Two strategies. A route with a :class:`Flow` plans without the LLM: an extractor pulls
 the fields the flow needs (rules or the generative SLM's schema extraction), and the
-flow's template turns them into steps. Every other plan, and every replan, comes from
-the LLM as JSON, validated against the registered tools' input schemas; an invalid plan
-is retried once with the validation error, then the run escalates.
+flow's template turns them into steps. When the request lacks a field the template needs
+(:class:`MissingFields`), a flow that knows how to ask puts the question to the user and
+the thread waits for the answer; otherwise the run escalates. Every other plan, and every
+replan, comes from the LLM as JSON, validated against the registered tools' input
+schemas; an invalid plan is retried once with the validation error, then the run escalates.
 """
 
 from __future__ import annotations
@@ -20,18 +22,28 @@ from langchain_core.runnables import RunnableConfig
 from pydantic import ValidationError
 
 from agentflow.decision import Decision
-from agentflow.errors import AgentflowError
+from agentflow.errors import AgentflowError, DataError
 from agentflow.state import AgentState, Plan
-from nodes._common import NodeEnv, ask_llm, last_user_text
+from nodes._common import NodeEnv, ask_llm, request_text
 from tools.contract import ToolRegistry
 
-__all__ = ["Extractor", "Flow", "PlanError", "parse_plan", "planner_node"]
+__all__ = ["Extractor", "Flow", "MissingFields", "PlanError", "parse_plan", "planner_node"]
 
 
 class PlanError(AgentflowError):
     """The LLM's plan is not valid JSON or names tools/arguments that do not validate."""
 
     default_hint = "the run escalates; improve the planner prompt or the LLM"
+
+
+class MissingFields(DataError):
+    """The request does not say everything the flow's plan needs."""
+
+    default_hint = "the flow asks the user when it can, else the run escalates to the LLM"
+
+    def __init__(self, fields: list[str]) -> None:
+        super().__init__(f"could not find {', '.join(fields)} in the request")
+        self.fields = fields
 
 
 class Extractor(Protocol):
@@ -54,6 +66,12 @@ class Flow:
     """How the fields are extracted (None: the plan needs no fields)."""
     respond: Callable[[AgentState], str] | None = None
     """Templated answer once the plan is done (None: the LLM words the answer)."""
+    ask: Callable[[list[str], dict[str, Any]], str] | None = None
+    """(missing fields, fields found so far) -> the question for the user (None: a request
+    with missing fields escalates to the LLM)."""
+    explain_failure: Callable[[AgentState], str | None] | None = None
+    """Templated answer when a step of the flow failed, e.g. a business rule said no; it
+    returns None for failures it does not recognise, which the LLM then words."""
 
 
 def parse_plan(text: str, tools: ToolRegistry, goal: str) -> Plan:
@@ -98,7 +116,7 @@ def planner_node(
     """A node that plans (or replans) the current request."""
 
     def plan(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        text = last_user_text(state)
+        text = request_text(state)
         route = state.get("route") or ""
         flow = flows.get(route)
         replanning = state.get("loop_verdict") == "replan"
@@ -116,14 +134,33 @@ def planner_node(
                     "decisions": env.record(config, "planner", decisions),
                     "loop_verdict": None,
                 }
-            except AgentflowError as exc:
+            except MissingFields as exc:
+                if flow.ask is None:
+                    return _escalate(route, exc, extracted, decisions, config)
                 return {
                     "extracted": extracted,
                     "decisions": env.record(config, "planner", decisions),
-                    "loop_verdict": "escalate",
-                    "outcome": f"cannot plan the {route} flow: {exc}",
+                    "loop_verdict": "ask",
+                    "outcome": flow.ask(exc.fields, extracted),
+                    "awaiting": {"route": route, "request": text, "missing": exc.fields},
                 }
+            except AgentflowError as exc:
+                return _escalate(route, exc, extracted, decisions, config)
         return _llm_plan(state, text, config, replanning)
+
+    def _escalate(
+        route: str,
+        exc: AgentflowError,
+        extracted: dict[str, Any],
+        decisions: list[Decision[Any]],
+        config: RunnableConfig,
+    ) -> dict[str, Any]:
+        return {
+            "extracted": extracted,
+            "decisions": env.record(config, "planner", decisions),
+            "loop_verdict": "escalate",
+            "outcome": f"cannot plan the {route} flow: {exc}",
+        }
 
     def _llm_plan(
         state: AgentState, text: str, config: RunnableConfig, replanning: bool

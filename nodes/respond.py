@@ -1,6 +1,7 @@
 """The respond node: the final answer to the user.
 
-A route whose flow has a template answers without the LLM. Otherwise the LLM words the
+A route whose flow has a template answers without the LLM: the flow's result, its
+question for a missing field, or a failure it recognises. Otherwise the LLM words the
 answer from the request, what the tools returned and, for routes with documents, the
 pruned context.
 """
@@ -15,7 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.state import AgentState
-from nodes._common import NodeEnv, ai, ask_llm, last_user_text
+from nodes._common import NodeEnv, ai, ask_llm, request_text
 from nodes.context import DocumentIndex
 from nodes.planner import Flow
 
@@ -43,15 +44,18 @@ def respond_node(
             # A human said no: tell the user plainly, no model needed (and none can misstate it).
             text = f"A colleague reviewed this request and did not approve it ({state.get('outcome')})."
             return {"messages": [ai(text)], **done}
+        if state.get("loop_verdict") == "ask":
+            # The planner's question for a missing field; the thread waits for the answer.
+            return {"messages": [ai(state.get("outcome") or "")], **done}
         last = (state.get("observations") or [{}])[-1]
-        if (
-            flow is not None
-            and flow.respond is not None
-            and last.get("status") in ("ok", "replayed")
-        ):
-            text = flow.respond(state)
-            return {"messages": [ai(text)], "outcome": text, **done}
-        request = last_user_text(state)
+        template: str | None = None
+        if flow is not None and last.get("status") in ("ok", "replayed") and flow.respond:
+            template = flow.respond(state)
+        elif flow is not None and last.get("status") == "failed" and flow.explain_failure:
+            template = flow.explain_failure(state)
+        if template is not None:
+            return {"messages": [ai(template)], "outcome": template, **done}
+        request = request_text(state)
         facts: dict[str, Any] = {"request": request}
         if state.get("observations"):
             facts["tool_results"] = state["observations"][-3:]

@@ -119,13 +119,27 @@ class Router:
 def router_node(
     router: Router, env: NodeEnv
 ) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
-    """A LangGraph node that routes the latest user message."""
+    """A LangGraph node that routes the latest user message.
+
+    It also opens the turn: when the agent's last answer asked for missing details, the
+    new message is read after the request it completes, so "2 Orchard Row, Ithaca" is
+    routed and extracted together with "change the address of #63820". What earlier
+    turns left behind (verdict, outcome) is cleared.
+    """
 
     def route(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         usage: list[int] = []
-        resolution = router.decide(last_user_text(state), env, config, usage)
+        text = last_user_text(state)
+        awaiting = state.get("awaiting")
+        if awaiting:
+            text = f"{awaiting['request']}\n{text}"
+        resolution = router.decide(text, env, config, usage)
         return {
             "route": resolution.final.value,
+            "request": text,
+            "awaiting": None,
+            "loop_verdict": None,
+            "outcome": None,
             "decisions": env.record(config, "router", resolution.trail),
             "llm_calls": int(resolution.llm_called),
             "llm_tokens": sum(usage),

@@ -37,6 +37,11 @@ def _print_result(res: Any, json_out: bool) -> None:
         )
     if res.outcome:
         console.print(f"[green]outcome[/] {res.outcome}")
+    if res.needs_input:
+        console.print(
+            f"[yellow]asked the user for[/] {', '.join(res.needs_input)}: reply with "
+            f'`agentflow run "..." --thread {res.thread_id}`'
+        )
     typer.echo(res.status)
 
 

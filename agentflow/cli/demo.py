@@ -6,18 +6,23 @@ from agentflow.cli._output import console, fail
 from agentflow.errors import AgentflowError
 from agentflow.settings import Settings
 
-MESSAGES = [
-    "Hi, where is my order A10234? It was supposed to arrive yesterday.",
-    "Please change the delivery address of order A10235 to 7 Queen Street, York YO1 7HH",
-    "I want to cancel my subscription at the end of this month, it's too expensive",
-    "Order 58812 arrived broken. I want a refund of $25.",
-    "What does the Pro plan cost per month and does it include priority support?",
-    "This is the third time my package is late. Absolutely unacceptable, I want a manager NOW.",
+# Each conversation is one thread; a later message answers the agent's question.
+CONVERSATIONS: list[tuple[str, ...]] = [
+    ("Hi, where is my order A10234? It was supposed to arrive yesterday.",),
+    ("Please change the delivery address of order A10235 to 7 Queen Street, York YO1 7HH",),
+    (
+        "The apartment number on order 62157 is wrong, it should be 4B.",
+        "Flat 4B, 12 Harbour Street, Leeds LS1 4AB",
+    ),
+    ("I want to cancel my subscription at the end of this month, it's too expensive",),
+    ("Order 58812 arrived broken. I want a refund of $25.",),
+    ("What does the Pro plan cost per month and does it include priority support?",),
+    ("This is the third time my package is late. Absolutely unacceptable, I want a manager NOW.",),
 ]
 
 
 def demo() -> None:
-    """Set up the embedded database and run the support agent over six messages."""
+    """Set up the embedded database and run the support agent over a few conversations."""
     from agentflow.cli.agent import _print_result, _weak_llm_warning, setup
     from agentflow.runtime import AgentRuntime
     from nodes.approval import ApprovalAnswer
@@ -27,22 +32,22 @@ def demo() -> None:
     _weak_llm_warning(settings)
     try:
         with AgentRuntime.open("graphs/support.py", settings=settings) as rt:
-            for message in MESSAGES:
-                console.rule(message)
-                res = rt.run(message)
-                _print_result(res, json_out=False)
-                if res.pending_approval:
-                    p = res.pending_approval
-                    console.print(f"[bold]approving[/] {p['approval_id']} as 'demo-approver'")
-                    res = rt.answer(
-                        res.thread_id,
-                        ApprovalAnswer(
+            for messages in CONVERSATIONS:
+                thread: str | None = None
+                for message in messages:
+                    console.rule(message)
+                    res = rt.run(message, thread_id=thread)
+                    _print_result(res, json_out=False)
+                    thread = res.thread_id
+                    if res.pending_approval:
+                        p = res.pending_approval
+                        console.print(f"[bold]approving[/] {p['approval_id']} as 'demo-approver'")
+                        answer = ApprovalAnswer(
                             approval_id=p["approval_id"],
                             decision="approve",
                             approver="demo-approver",
                             digest=p["digest"],
-                        ),
-                    )
-                    _print_result(res, json_out=False)
+                        )
+                        _print_result(rt.answer(thread, answer), json_out=False)
     except AgentflowError as exc:
         fail(exc)

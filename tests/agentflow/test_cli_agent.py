@@ -97,3 +97,25 @@ def test_assess_prints_one_line_per_tool_in_order(tmp_path: Path) -> None:
     assert rows[0]["class"] == "irreversible" and rows[0]["floor"] == "irreversible"
     assert rows[1]["floor"] == "safe"
     assert all({"class", "confidence", "source", "floor"} <= set(r) for r in rows)
+
+
+def test_a_question_and_its_answer_share_a_thread(cli_env: Path) -> None:
+    asked = _json(["run", "the apartment number on order 62157 is wrong, it's 4B", "--json"])
+    assert asked["status"] == "done" and asked["needs_input"] == ["address"]
+    assert asked["llm_calls"] == 0
+    reply = ["run", "Flat 4B, 12 Harbour Street, Leeds LS1 4AB", "--thread", asked["thread_id"]]
+    done = _json([*reply, "--json"])
+    assert done["route"] == "change_address" and done["needs_input"] == []
+    assert support.store().order("62157")["address"] == "Flat 4B, 12 Harbour Street, Leeds LS1 4AB"
+
+
+def test_demo_shows_every_path(cli_env: Path) -> None:
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    routes = ("order_status", "change_address", "cancel_subscription", "refund", "pricing", "complaint")
+    for route in routes:
+        assert f"route {route}" in out, route
+    assert "asked the user for address" in out and "waiting for approval" in out
+    assert "already shipped" in out  # A10235 has shipped: the back office says no
+    assert support.store().refunds("58812") != []  # the demo approves its refund

@@ -65,6 +65,40 @@ def test_change_address_updates_the_store_once(rt: AgentRuntime) -> None:
     assert db.order(oid)["address"].startswith("7 Queen Street")
 
 
+def _order_with(status: str) -> dict[str, Any]:
+    with support.store()._connect() as conn:
+        oid = conn.execute(
+            "SELECT order_id FROM orders WHERE status = ? ORDER BY order_id LIMIT 1", (status,)
+        ).fetchone()[0]
+    order = support.store().order(oid)
+    assert order is not None
+    return order
+
+
+def test_incomplete_address_is_asked_for_and_the_reply_completes_it(rt: AgentRuntime) -> None:
+    order = _order_with("processing")
+    oid = order["order_id"]
+    first = rt.run(f"Wrong apartment number on my order {oid}! It's 12C not 21C.")
+    assert first.route == "change_address" and first.status == "done", first.decisions
+    assert first.needs_input == ["address"] and first.llm_calls == 0
+    assert order["address"] in (first.outcome or "")  # the question shows what is on file
+    assert support.store().order(oid)["address"] == order["address"]  # nothing guessed
+
+    reply = rt.run("Flat 12C, 40 Park Row, Leeds LS1 5HN", thread_id=first.thread_id)
+    assert reply.route == "change_address" and reply.status == "done", reply.decisions
+    assert reply.needs_input == [] and reply.llm_calls == 0
+    assert support.store().order(oid)["address"] == "Flat 12C, 40 Park Row, Leeds LS1 5HN"
+
+
+def test_back_office_refusal_is_answered_in_its_own_words(rt: AgentRuntime) -> None:
+    order = _order_with("delivered")
+    res = rt.run(f"Please send order {order['order_id']} to 9 Greenway Ct, Columbus GA 31904.")
+    assert res.route == "change_address" and res.status == "done", res.decisions
+    assert res.llm_calls == 0 and res.observations[-1]["status"] == "failed"
+    assert "already delivered" in (res.outcome or "")
+    assert support.store().order(order["order_id"])["address"] == order["address"]
+
+
 def test_cancel_subscription_uses_schema_extraction(rt: AgentRuntime) -> None:
     res = rt.run("I'd like to cancel my subscription right now please, I don't use it anymore")
     assert res.route == "cancel_subscription", res.decisions
