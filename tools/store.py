@@ -43,6 +43,10 @@ from redis.retry import Retry
 
 from agentflow.errors import IdempotencyError, StoreUnavailableError
 from agentflow.settings import Settings
+from tools._store_scripts import BEGIN as _BEGIN
+from tools._store_scripts import COMPLETE as _COMPLETE
+from tools._store_scripts import FAIL as _FAIL
+from tools._store_scripts import SETTLE as _SETTLE
 from tools.keys import key_prefix
 
 __all__ = ["AsyncIdempotencyStore", "BeginResult", "BeginStatus", "IdempotencyStore", "RetryPolicy"]
@@ -102,70 +106,6 @@ class BeginResult:
         """True when the caller may run the tool now."""
         return self.token is not None
 
-
-_BEGIN = """
-local key, fp, token = KEYS[1], ARGV[1], ARGV[2]
-local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local r = redis.call('HMGET', key, 'state', 'fp', 'token', 'deadline', 'result', 'error',
-                     'attempt', 'via')
-if not r[1] then
-  redis.call('HSET', key, 'state', 'in_flight', 'fp', fp, 'token', token,
-             'deadline', string.format('%d', now + lease), 'attempt', '1', 'via', 'new',
-             'created', string.format('%d', now))
-  redis.call('PEXPIRE', key, retention)
-  return {'new', '1', '', token}
-end
-if r[2] ~= fp then return {'mismatch', r[7] or '0', '', ''} end
-if r[1] == 'completed' then return {'completed', r[7], r[5], ''} end
-if r[1] == 'failed' then return {'failed', r[7], r[6] or '', ''} end
-if r[3] == token then return {r[8], r[7], '', token} end
-local deadline = tonumber(r[4])
-if now < deadline then return {'in_flight', r[7], tostring(deadline - now), ''} end
-if ARGV[5] == '1' then
-  local attempt = redis.call('HINCRBY', key, 'attempt', 1)
-  redis.call('HSET', key, 'token', token, 'deadline', string.format('%d', now + lease),
-             'via', 'expired')
-  redis.call('PEXPIRE', key, retention)
-  return {'expired', tostring(attempt), '', token}
-end
-return {'expired', r[7], '', ''}
-"""
-
-_COMPLETE = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'token')
-if not r[1] then return 'missing' end
-if r[2] ~= ARGV[1] then return 'lost' end
-if r[1] == 'completed' then return 'stored' end
-if r[1] ~= 'in_flight' then return 'lost' end
-redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
-return 'stored'
-"""
-
-_FAIL = """
-local r = redis.call('HMGET', KEYS[1], 'state', 'token')
-if not r[1] then return 'missing' end
-if r[2] ~= ARGV[1] then return 'lost' end
-if r[1] == 'failed' then return 'kept' end
-if r[1] ~= 'in_flight' then return 'lost' end
-if ARGV[3] == '1' then
-  redis.call('DEL', KEYS[1])
-  return 'released'
-end
-redis.call('HSET', KEYS[1], 'state', 'failed', 'error', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
-return 'kept'
-"""
-
-_SETTLE = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'completed' then return 0 end
-redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[1], 'token', '')
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 1
-"""
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)
 _CLIENT_OPTIONS: dict[str, Any] = {
