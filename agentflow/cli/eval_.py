@@ -66,9 +66,11 @@ def router(
 
 @app.command("consequence")
 def consequence(
+    splits: int = typer.Option(5, "--splits", min=1, help="Random splits to average."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Consequence modeler on the shipped tool set, 20% of tools held out (never seen in training)."""
+    """Consequence modeler on the shipped tool set: 20% of tools held out (never seen in
+    training), averaged over several splits."""
     import json as _json
     from importlib.resources import files
 
@@ -78,14 +80,21 @@ def consequence(
     rows = files("nodes").joinpath("data", "consequence_tools.jsonl").read_text().splitlines()
     groups = [_json.loads(r)["tool"]["name"] for r in rows if r.strip()]
     report = evaluate_grouped(
-        "consequence_modeler", consequence_examples(), groups, load_encoder(Settings())
+        "consequence_modeler",
+        consequence_examples(),
+        groups,
+        load_encoder(Settings()),
+        splits=splits,
     )
     emit_json(report) if json_out else emit_table("consequence modeler (held-out tools)", report)
 
 
 @app.command("loop")
-def loop(json_out: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
-    """Loop evaluator on the shipped examples, 20% of goals held out."""
+def loop(
+    splits: int = typer.Option(5, "--splits", min=1, help="Random splits to average."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Loop evaluator on the shipped examples: 20% of goals held out, averaged over splits."""
     import json as _json
     from importlib.resources import files
 
@@ -96,6 +105,6 @@ def loop(json_out: bool = typer.Option(False, "--json", help="Print one JSON obj
     groups = [_json.loads(r)["goal"] for r in rows if r.strip()]
     examples, extra = loop_examples()
     report = evaluate_grouped(
-        "loop_evaluator", examples, groups, load_encoder(Settings()), extra=extra
+        "loop_evaluator", examples, groups, load_encoder(Settings()), extra=extra, splits=splits
     )
     emit_json(report) if json_out else emit_table("loop evaluator (held-out goals)", report)

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from agentflow.cli import app
@@ -74,3 +75,15 @@ def test_eval_router_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["eval", "router", "--train", str(bad), "--json"])
     assert result.exit_code == 1
     assert "lacks column" in result.output
+
+
+@pytest.mark.parametrize(("role", "floor"), [("consequence", 0.6), ("loop", 0.55)])
+def test_eval_on_held_out_groups_averages_splits(role: str, floor: float) -> None:
+    result = CliRunner().invoke(app, ["eval", role, "--splits", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["splits"] == 2 and len(report["accuracy_by_split"]) == 2
+    assert report["accuracy"] == pytest.approx(sum(report["accuracy_by_split"]) / 2, abs=1e-4)
+    # Well above chance (five or four classes) on groups it never saw.
+    assert report["accuracy"] >= floor
+    assert report["accuracy_on_covered"] >= report["accuracy"] and 0 < report["coverage"] < 1
