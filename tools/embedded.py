@@ -121,6 +121,21 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _port_free_soon(port: int, seconds: float = 1.0) -> bool:
+    """``port`` is free, or becomes free within ``seconds``.
+
+    Right after a server is killed, the kernel may still hold its port for a moment while
+    it tears the dead process's connections down; a bind then fails although the port is
+    about to be free.
+    """
+    deadline = time.monotonic() + seconds
+    while not _port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((_HOST, 0))
@@ -196,8 +211,9 @@ def ensure_embedded_valkey(data_dir: Path | str, *, timeout_s: float = 10.0) -> 
             return str(state["url"])
         # Prefer the previous port, so URLs handed out before a crash stay valid.
         ports = []
-        if state is not None and isinstance(state.get("port"), int) and _port_free(state["port"]):
-            ports.append(state["port"])
+        previous = state.get("port") if state is not None else None
+        if isinstance(previous, int) and _port_free_soon(previous):
+            ports.append(previous)
         ports += [_free_port() for _ in range(3)]
         for port in ports:
             started = _start(root, port, timeout_s)
