@@ -28,6 +28,7 @@ live in :mod:`agentflow.models.choice`, shared with the remote SLM
 
 from __future__ import annotations
 
+import atexit
 import json
 import threading
 import time
@@ -115,6 +116,11 @@ class GgufModel(Chooser):
         """Forget the KV cache; the next call evaluates its whole prompt."""
         with self._lock:
             self._llm.reset()
+
+    def close(self) -> None:
+        """Free the llama.cpp model and context now; the object is unusable afterwards."""
+        with self._lock:
+            self._llm.close()
 
     # --- tokens and the KV cache ------------------------------------------------------
 
@@ -264,6 +270,16 @@ class GgufModel(Chooser):
 
 _loaded: dict[tuple[str, str, int, int], GgufModel] = {}
 _loaded_lock = threading.Lock()
+
+
+@atexit.register
+def _close_loaded() -> None:
+    # llama-cpp-python frees a model in __del__, which at interpreter shutdown runs after
+    # the C bindings it calls are gone and prints a TypeError; free them while they exist.
+    with _loaded_lock:
+        for model in _loaded.values():
+            model.close()
+        _loaded.clear()
 
 
 def load_gguf(settings: Settings) -> GgufModel:
