@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from agentflow.cli import app
 
-BANKING = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77" / "train.csv"
+BANKING = Path(__file__).resolve().parents[1] / "data" / "banking77_five_intents.csv"
 
 
 def test_eval_router_reports_every_metric(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from agentflow.examples import Example, load_examples, stratified_split
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 
-BANKING = Path(__file__).resolve().parents[3] / "shared" / "data" / "banking77" / "train.csv"
+BANKING = Path(__file__).resolve().parents[1] / "data" / "banking77_five_intents.csv"
 LABELS = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked", "top_up_failed"]
 
 
