@@ -106,14 +106,17 @@ def find_address(text: str) -> str | None:
 def _order_id(
     text: str, customer: dict[str, Any], skip: str | None = None
 ) -> tuple[str | None, Decision[Any]]:
+    scan = text.replace(skip, " ") if skip else text  # numbers inside the address are not ids
+    ids = list(_ORDER.finditer(scan))
     # An id written "#62590" or right after "order" beats a bare number (a zip code, say).
-    found = [
+    marked = [
         m
-        for m in _ORDER.finditer(text.replace(skip, " ") if skip else text)
+        for m in ids
         if not m.group(1).isdigit()
         or m.group(0).startswith("#")
-        or _ORDER_WORD.search(text[max(0, m.start() - 12) : m.start()])
-    ] or list(_ORDER.finditer(text.replace(skip, " ") if skip else text))
+        or _ORDER_WORD.search(scan[max(0, m.start() - 12) : m.start()])
+    ]
+    found = marked or ids
     if found:
         oid = found[0].group(1).upper()
         return oid, _rule("order_id", oid, "order id in message", text)

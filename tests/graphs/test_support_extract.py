@@ -61,6 +61,7 @@ def test_find_address(text: str, address: str | None) -> None:
         ("Please change it to 505 Elm St Apt 6, Evanston IL 60201. #63144", "63144"),
         ("Zip 94110 is correct on A14603, please fix it", "A14603"),
         ("order no. 62708 has not arrived, I live in 10001", "62708"),
+        ("ref 77123: ship to 505 Elm St Apt 6, Evanston IL 60201, order 63144", "63144"),
         ("where is 58812?", "58812"),
     ],
 )
