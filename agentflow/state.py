@@ -74,8 +74,8 @@ class AgentState(TypedDict, total=False):
     """What this turn works on: the latest user message, after the earlier request when the
     agent's last answer asked for missing details (see ``awaiting``)."""
     awaiting: dict[str, Any] | None
-    """What the agent's last answer asked the user for (``route``, ``request``, ``missing``
-    fields); the next message on the thread completes that request."""
+    """What the agent's last answer asked the user for (the ``request`` it could not finish
+    and the ``missing`` fields); the next message on the thread completes that request."""
     extracted: dict[str, Any] | None
     """Fields extracted from the request for the route's flow."""
     context: list[dict[str, Any]]

@@ -142,7 +142,7 @@ def planner_node(
                     "decisions": env.record(config, "planner", decisions),
                     "loop_verdict": "ask",
                     "outcome": flow.ask(exc.fields, extracted),
-                    "awaiting": {"route": route, "request": text, "missing": exc.fields},
+                    "awaiting": {"request": text, "missing": exc.fields},
                 }
             except AgentflowError as exc:
                 return _escalate(route, exc, extracted, decisions, config)
