@@ -53,10 +53,28 @@ def _weak_llm_warning(settings: Settings) -> None:
         )
 
 
+def _graph_and_message(args: list[str], graph: str | None) -> tuple[str, str]:
+    """``[GRAPH_MODULE] MESSAGE``: one positional is the message, two are graph then message."""
+    if len(args) == 1:
+        return graph or DEFAULT_GRAPH, args[0]
+    if len(args) == 2 and graph is None:
+        return args[0], args[1]
+    if len(args) == 2:
+        fail(f"graph given twice ({args[0]!r} and --graph {graph!r}); give one of them")
+    fail(
+        f"expected [GRAPH_MODULE] MESSAGE, got {len(args)} arguments; quote a message "
+        'that has spaces: agentflow run graphs/support.py "where is my order?"'
+    )
+
+
 def run(
-    message: str = typer.Argument(..., help="The user's message."),
-    graph: str = typer.Option(
-        DEFAULT_GRAPH, "--graph", "-g", help="Graph module (path or dotted)."
+    args: list[str] = typer.Argument(
+        ...,
+        metavar="[GRAPH_MODULE] MESSAGE",
+        help=f"Graph module (path or dotted; default {DEFAULT_GRAPH}) and the user's message.",
+    ),
+    graph: str | None = typer.Option(
+        None, "--graph", "-g", help="Graph module, as an option instead of the first argument."
     ),
     thread: str | None = typer.Option(None, "--thread", help="Thread id (default: a new one)."),
     customer: str | None = typer.Option(None, "--customer", help="Customer email (support agent)."),
@@ -65,6 +83,7 @@ def run(
     """Run a graph on one message; print the route, every decision, LLM calls and the outcome."""
     from agentflow.runtime import AgentRuntime
 
+    graph, message = _graph_and_message(args, graph)
     settings = Settings()
     _weak_llm_warning(settings)
     try:

@@ -39,11 +39,20 @@ def _json(args: list[str]) -> Any:
 
 
 def test_run_json_has_the_documented_fields(cli_env: Path) -> None:
-    out = _json(["run", "where is my order A10234?", "--json"])
+    out = _json(["run", "graphs/support.py", "where is my order A10234?", "--json"])
     assert {"thread_id", "route", "decisions", "llm_calls", "status"} <= set(out)
     assert out["route"] == "order_status" and out["status"] == "done" and out["llm_calls"] == 0
     for d in out["decisions"]:
         assert {"role", "value", "confidence", "source", "latency_ms"} <= set(d)
+
+
+def test_run_reads_the_first_of_two_arguments_as_the_graph(cli_env: Path) -> None:
+    missing = runner.invoke(app, ["run", "graphs/no_such_agent.py", "where is my order?"])
+    assert missing.exit_code == 1 and "no_such_agent" in missing.output
+    twice = runner.invoke(app, ["run", "graphs/support.py", "hi", "--graph", "graphs/support.py"])
+    assert twice.exit_code == 1 and "graph given twice" in twice.output
+    loose = runner.invoke(app, ["run", "graphs/support.py", "where", "is", "it"])
+    assert loose.exit_code == 1 and "quote a message" in loose.output
 
 
 def test_approvals_and_resume_from_the_cli(cli_env: Path) -> None:
