@@ -52,7 +52,8 @@ def evaluate_router(
     note("train head", 0, 1)
     head = EncoderHead.train(in_scope_train, encoder, "router", embeddings=x_train)
     note("encode test", 0, len(test))
-    probs = head.probabilities(encoder.encode([ex.text for ex in test]))
+    texts = [ex.text for ex in test]
+    probs = head.probabilities(encoder.encode(texts), texts=texts)
     conf = probs.max(axis=1)
     pred = np.array(head.labels)[probs.argmax(axis=1)]
     gold = np.array([ex.label for ex in test])
@@ -167,7 +168,11 @@ def _grouped_split(
         embeddings=x[~test_mask],
         extra=None if extra is None else extra[~test_mask],
     )
-    probs = head.probabilities(x[test_mask], None if extra is None else extra[test_mask])
+    probs = head.probabilities(
+        x[test_mask],
+        None if extra is None else extra[test_mask],
+        texts=[ex.text for ex, t in zip(examples, test_mask, strict=True) if t],
+    )
     pred = np.array(head.labels)[probs.argmax(1)]
     gold = np.array([ex.label for ex, t in zip(examples, test_mask, strict=True) if t])
     conf = probs.max(1)

@@ -256,15 +256,20 @@ def training_rows(
 
 
 def score_head(
-    head: EncoderHead, embeddings: NDArray[np.float32], gold: Sequence[str], threshold: float
+    head: EncoderHead,
+    embeddings: NDArray[np.float32],
+    gold: Sequence[str],
+    threshold: float,
+    texts: Sequence[str],
 ) -> HeadScore:
-    """Score ``head`` on embedded rows, trusting it exactly as ``EscalationPolicy`` would."""
+    """Score ``head`` on rows (their ``texts`` and embeddings), trusting it exactly as
+    ``EscalationPolicy`` would."""
     if len(gold) == 0:
         return HeadScore(
             n=0, accuracy=0, coverage=0, handled_correctly=0, confident_errors=0, ece=0
         )
     policy = EscalationPolicy(threshold=threshold)
-    probs = head.probabilities(embeddings)
+    probs = head.probabilities(embeddings, texts=texts)
     conf = probs.max(axis=1)
     correct = np.array(head.labels)[probs.argmax(axis=1)] == np.array(gold)
     trusted = conf >= policy.threshold
@@ -405,13 +410,16 @@ def train(
         index = {t: i for i, t in enumerate(texts)}
         x_held = x_all[[index[e.text] for e in held]]
         gold = [e.label for e in held]
+        held_texts = [e.text for e in held]
         note("train", 0, 2)
         candidate = EncoderHead.train(
             fit, encoder, role, embeddings=x_all[[index[e.text] for e in fit]]
         )
         threshold = threshold_for(role, settings)
-        new_score = score_head(candidate, x_held, gold, threshold)
-        old_score = score_head(old, x_held, gold, threshold) if old is not None else None
+        new_score = score_head(candidate, x_held, gold, threshold, held_texts)
+        old_score = (
+            score_head(old, x_held, gold, threshold, held_texts) if old is not None else None
+        )
         accepted, reason = policy.accepts(old_score, new_score)
         note("train", 1, 2)
         everything = [Example(text=r.text, label=r.label) for r in rows]

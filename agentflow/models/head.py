@@ -1,6 +1,7 @@
 """A classification head on sentence embeddings: train, calibrate, save, verify, decide.
 
-The head is multinomial logistic regression on L2-normalised embeddings, calibrated by
+The head is multinomial logistic regression on L2-normalised embeddings and hashed
+character n-grams of the same text (:mod:`agentflow.models._lexical`), calibrated by
 temperature scaling on held-out predictions (a holdout split for large sets, k-fold
 otherwise). A head with fewer than two examples in some label cannot be calibrated and
 says so (``calibrated=False``), which makes every one of its decisions escalate.
@@ -27,12 +28,18 @@ from numpy.typing import NDArray
 from agentflow.decision import Decision, ModelRef
 from agentflow.errors import ArtifactError, DataError
 from agentflow.examples import Example
+from agentflow.models._lexical import char_ngrams, with_char_ngrams
 from agentflow.models.calibration import expected_calibration_error, fit_temperature, softmax
 from agentflow.models.encoder import Encoder
 
-__all__ = ["ARTIFACT_FORMAT", "EncoderHead"]
+__all__ = ["ARTIFACT_FORMAT", "CHAR_FEATURES", "EncoderHead"]
 
-ARTIFACT_FORMAT = "agentflow.head/1"
+ARTIFACT_FORMAT = "agentflow.head/2"
+_READABLE_FORMATS = {"agentflow.head/1", ARTIFACT_FORMAT}  # /1: embedding only, still served
+CHAR_FEATURES = 2**13
+"""Hashed character n-gram features a head reads beside the embedding (0 turns them off).
+With them, 3x5-fold cross-validated accuracy rose 0.970 -> 0.980 for the support router,
+0.74 -> 0.79 for the consequence modeler and 0.71 -> 0.75 for the loop evaluator."""
 _LARGE = 1000  # above this many examples, one stratified holdout calibrates; below, k-fold
 _MIN_CALIBRATION = 20  # fewer held-out predictions than this cannot support a calibration claim
 # k-fold is repeated with other shuffles: on a few hundred examples one split's fitted
@@ -40,7 +47,7 @@ _MIN_CALIBRATION = 20  # fewer held-out predictions than this cannot support a c
 _CV_REPEATS = 3
 
 
-def _fit_lr(x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int) -> tuple[Any, Any]:
+def _fit_lr(x: Any, y: NDArray[np.int64], c: float, seed: int) -> tuple[Any, Any]:
     from sklearn.linear_model import LogisticRegression
 
     lr = LogisticRegression(C=c, max_iter=2000, random_state=seed)
@@ -53,7 +60,7 @@ def _fit_lr(x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int) -
 
 
 def _heldout_logits(
-    x: NDArray[np.float32], y: NDArray[np.int64], c: float, seed: int
+    x: Any, y: NDArray[np.int64], c: float, seed: int
 ) -> tuple[NDArray[np.float64], NDArray[np.int64]] | None:
     """Logits predicted for examples the model did not see, for calibration.
 
@@ -116,8 +123,11 @@ class EncoderHead:
     """Training facts: sizes, ECE before/after calibration, seconds."""
     n_extra: int = 0
     """Numeric side-features appended to the embedding (0: text only)."""
+    char_features: int = 0
+    """Hashed character n-gram features after the side-features (0: none, format /1)."""
     sha256: str = ""
     """Hash of the artifact content (set on save/load)."""
+    _char_weights: NDArray[np.float64] | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -131,11 +141,13 @@ class EncoderHead:
         seed: int = 0,
         embeddings: NDArray[np.float32] | None = None,
         extra: NDArray[np.float64] | None = None,
+        char_features: int = CHAR_FEATURES,
     ) -> EncoderHead:
         """Fit and calibrate a head on ``examples`` (pass ``embeddings`` to reuse them).
 
         ``extra`` holds numeric side-features per example (n, k) that the text alone does
         not carry well (e.g. "was this the last planned step"); decisions must pass the same.
+        ``char_features`` sizes the hashed character n-grams read beside the embedding.
         """
         start = time.perf_counter()
         counts = Counter(ex.label for ex in examples)
@@ -148,7 +160,8 @@ class EncoderHead:
         index = {label: i for i, label in enumerate(labels)}
         emb = embeddings if embeddings is not None else encoder.encode([ex.text for ex in examples])
         n_extra = 0 if extra is None else int(np.asarray(extra).shape[1])
-        x = emb if extra is None else np.hstack([emb, np.asarray(extra, dtype=np.float32)])
+        dense = emb if extra is None else np.hstack([emb, np.asarray(extra, dtype=np.float32)])
+        x = with_char_ngrams(dense, [ex.text for ex in examples], char_features)
         y = np.array([index[ex.label] for ex in examples], dtype=np.int64)
         held = _heldout_logits(x, y, c, seed)
         metrics: dict[str, Any] = {"n_train": len(examples), "n_labels": len(labels)}
@@ -183,14 +196,28 @@ class EncoderHead:
             ood_threshold=float(np.quantile(nearest, 0.02)),
             metrics=metrics,
             n_extra=n_extra,
+            char_features=char_features,
         )
 
     # ------------------------------------------------------------------ inference
     def probabilities(
-        self, embeddings: NDArray[np.float32], extra: NDArray[np.float64] | None = None
+        self,
+        embeddings: NDArray[np.float32],
+        extra: NDArray[np.float64] | None = None,
+        *,
+        texts: Sequence[str] | None = None,
     ) -> NDArray[np.float64]:
-        """Calibrated class probabilities for (n, dim) embeddings (+ (n, n_extra) features)."""
+        """Calibrated class probabilities for (n, dim) embeddings of ``texts``.
+
+        Pass the (n, n_extra) side-features the head was trained with, and the texts
+        themselves when the head reads character n-grams.
+        """
         x = np.asarray(embeddings, dtype=np.float64)
+        if self.char_features and (texts is None or len(texts) != len(x)):
+            raise ArtifactError(
+                f"the {self.role} head reads the texts as well as their embeddings",
+                hint="pass texts= with one text per embedding",
+            )
         if self.n_extra:
             if extra is None or np.asarray(extra).shape != (len(x), self.n_extra):
                 raise ArtifactError(
@@ -198,7 +225,12 @@ class EncoderHead:
                     hint="pass the same side-features the head was trained with",
                 )
             x = np.hstack([x, np.asarray(extra, dtype=np.float64)])
-        logits = x @ self.coef.T + self.intercept
+        dim = x.shape[1]
+        logits = x @ self.coef[:, :dim].T + self.intercept
+        if self.char_features:
+            if self._char_weights is None:  # contiguous once: a per-call copy costs ~2 ms
+                self._char_weights = np.ascontiguousarray(self.coef[:, dim:].T)
+            logits += char_ngrams(texts or [], self.char_features) @ self._char_weights
         return softmax(logits, self.temperature)
 
     def is_far(self, embedding: NDArray[np.float32]) -> bool:
@@ -213,7 +245,7 @@ class EncoderHead:
         self._check_encoder(encoder)
         embedding = encoder.encode_one(text)
         side = None if extra is None else np.asarray([extra], dtype=np.float64)
-        probs = self.probabilities(embedding[None, :], side)[0]
+        probs = self.probabilities(embedding[None, :], side, texts=[text])[0]
         order = np.argsort(probs)[::-1][:top_k]
         best = int(order[0])
         return Decision[str](
@@ -254,6 +286,7 @@ class EncoderHead:
             "ood_threshold": self.ood_threshold,
             "metrics": self.metrics,
             "n_extra": self.n_extra,
+            "char_features": self.char_features,
         }
 
     @staticmethod
@@ -281,7 +314,7 @@ class EncoderHead:
         try:
             raw = json.loads(path.read_text())
             stored = raw.pop("sha256")
-            if raw.get("format") != ARTIFACT_FORMAT:
+            if raw.get("format") not in _READABLE_FORMATS:
                 raise ArtifactError(f"{path} is not an {ARTIFACT_FORMAT} artifact")
         except FileNotFoundError as exc:
             raise ArtifactError(f"head artifact {path} does not exist") from exc
@@ -306,6 +339,7 @@ class EncoderHead:
             ood_threshold=float(raw["ood_threshold"]),
             metrics=dict(raw["metrics"]),
             n_extra=int(raw.get("n_extra", 0)),
+            char_features=int(raw.get("char_features", 0)),
             sha256=actual,
         )
         if encoder is not None:

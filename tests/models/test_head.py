@@ -30,7 +30,8 @@ def head(banking: tuple[list[Example], list[Example]], encoder: Encoder) -> Enco
 
 def test_head_learns_held_out_intents(head: EncoderHead, banking, encoder: Encoder) -> None:
     test = banking[1]
-    probs = head.probabilities(encoder.encode([ex.text for ex in test]))
+    texts = [ex.text for ex in test]
+    probs = head.probabilities(encoder.encode(texts), texts=texts)
     predicted = np.array(head.labels)[probs.argmax(1)]
     accuracy = float(np.mean(predicted == np.array([ex.label for ex in test])))
     assert accuracy >= 0.9, accuracy
@@ -55,9 +56,32 @@ def test_decision_carries_the_contract(head: EncoderHead, encoder: Encoder) -> N
 def test_artifact_round_trips(head: EncoderHead, encoder: Encoder, tmp_path: Path) -> None:
     digest = head.save(tmp_path / "h.json")
     loaded = EncoderHead.load(tmp_path / "h.json", encoder, expected_sha256=digest)
-    text = "I typed my PIN wrong three times and now it's blocked"
-    assert loaded.decide(text, encoder).value == head.decide(text, encoder).value
+    assert loaded.char_features == head.char_features > 0
+    texts = ["I typed my PIN wrong three times and now it's blocked", "top-up didn't go through"]
+    x = encoder.encode(texts)
+    assert np.allclose(loaded.probabilities(x, texts=texts), head.probabilities(x, texts=texts))
     assert loaded.sha256 == digest
+
+
+def test_a_head_reading_characters_needs_the_texts(head: EncoderHead, encoder: Encoder) -> None:
+    with pytest.raises(ArtifactError, match="texts"):
+        head.probabilities(encoder.encode(["my card is lost"]))
+
+
+def test_embedding_only_artifacts_of_format_1_still_serve(
+    banking: tuple[list[Example], list[Example]], encoder: Encoder, tmp_path: Path
+) -> None:
+    old = EncoderHead.train(banking[0], encoder, "router", char_features=0)
+    content = old._content()
+    content["format"] = "agentflow.head/1"
+    del content["char_features"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**content, "sha256": EncoderHead._digest(content)}))
+    loaded = EncoderHead.load(path, encoder)
+    assert loaded.char_features == 0
+    texts = [ex.text for ex in banking[1][:20]]
+    x = encoder.encode(texts)
+    assert np.allclose(loaded.probabilities(x), old.probabilities(x, texts=texts))
 
 
 def test_tampered_artifact_is_refused(head: EncoderHead, encoder: Encoder, tmp_path: Path) -> None:
