@@ -50,7 +50,7 @@ WORKLOAD_MIX = {
 # The class balance documented in nodes/data/README.md.
 CONSEQUENCE_MIX = {
     "safe": 0.30,
-    "retry_safe": 0.20,
+    "retry_safe": 0.22,
     "retry_unsafe": 0.18,
     "irreversible": 0.22,
     "unknown": 0.10,
