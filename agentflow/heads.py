@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
-from agentflow.models.head import ARTIFACT_FORMAT, EncoderHead
+from agentflow.models.head import ARTIFACT_FORMAT, CHAR_FEATURES, EncoderHead
 from agentflow.settings import Settings
 
 __all__ = ["consequence_examples", "head_for", "loop_examples"]
@@ -67,8 +67,8 @@ def head_for(
     extra: NDArray[np.float64] | None = None,
 ) -> EncoderHead:
     """A head for ``role`` trained on ``examples`` (+ side-features), cached by content hash."""
-    # The artifact format is in the key: a new kind of head retrains instead of reusing an old one.
-    digest = hashlib.sha256(f"{ARTIFACT_FORMAT}\x1f{encoder.sha256}".encode())
+    # The head's kind is in the key: a new format or feature size retrains, never reuses.
+    digest = hashlib.sha256(f"{ARTIFACT_FORMAT}\x1f{CHAR_FEATURES}\x1f{encoder.sha256}".encode())
     for ex in examples:
         digest.update(f"{ex.label}\x1f{ex.text}\x1e".encode())
     if extra is not None:

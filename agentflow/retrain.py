@@ -11,7 +11,7 @@ an example.
 :func:`train` holds out a stratified slice of the rows the current head never trained on
 (a head scored on its own training rows looks perfect), trains a candidate on the rest
 and scores both heads on that slice; the candidate is kept only if it is not worse (see
-:class:`AcceptancePolicy`). A kept head is refit on all the data. Every head trained,
+:class:`agentflow.acceptance.AcceptancePolicy`). A kept head is refit on all the data. Every head trained,
 kept or not, is saved and recorded with its sha256 and label watermark in
 ``head_versions``; :func:`active_head` is how the builder finds the last kept one.
 """
@@ -23,19 +23,15 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
-from agentflow.decision import EscalationPolicy
+from agentflow.acceptance import AcceptancePolicy, HeadScore, score_head
 from agentflow.errors import ArtifactError, ConfigurationError, DataError
 from agentflow.examples import Example, stratified_split
 from agentflow.heads import consequence_examples, head_for
-from agentflow.models.calibration import expected_calibration_error
 from agentflow.models.encoder import Encoder, load_encoder
 from agentflow.models.head import EncoderHead
 from agentflow.settings import Settings
@@ -44,15 +40,12 @@ from checkpoints.rows import LabeledInput
 from checkpoints.savers import parse_database_url
 
 __all__ = [
-    "AcceptancePolicy",
-    "HeadScore",
     "TrainResult",
     "TrainingRow",
     "active_head",
     "current_head",
     "distill",
     "role_examples",
-    "score_head",
     "threshold_for",
     "train",
     "training_rows",
@@ -76,59 +69,6 @@ class TrainingRow(NamedTuple):
     """What it should decide."""
     source: TrainingSource
     """example, llm (a distilled verdict) or human (a reviewer's label)."""
-
-
-class HeadScore(BaseModel):
-    """How a head does on held-out rows, under the role's escalation policy."""
-
-    n: int
-    """Held-out rows scored."""
-    accuracy: float
-    """Share whose top choice is right."""
-    coverage: float
-    """Share the head is trusted on (handled without the LLM)."""
-    handled_correctly: float
-    """Share handled without the LLM *and* right: coverage that counts."""
-    confident_errors: float
-    """Share handled without the LLM but wrong: the mistakes nobody checks."""
-    ece: float
-    """Expected calibration error of the top choice."""
-
-
-@dataclass(frozen=True)
-class AcceptancePolicy:
-    """When a retrained head replaces the current one."""
-
-    test_size: float = 0.25
-    """Share of every label held out for the comparison."""
-    seed: int = 0
-    """Seed of the held-out split (the split is deterministic)."""
-    tolerance: float = 0.0
-    """How much worse a metric may be and still count as "not worse"."""
-
-    def accepts(self, old: HeadScore | None, new: HeadScore) -> tuple[bool, str]:
-        """Whether ``new`` is not worse than ``old``, and why.
-
-        Compared: accuracy, handled-correctly (coverage that counts only right answers:
-        raw coverage would reward a head for being confidently wrong on a class it never
-        saw) and confident errors.
-        """
-        if new.n == 0:
-            return False, "no held-out rows to compare on: label more decisions"
-        if old is None:
-            return True, "no current head to compare with"
-        worse = [
-            name
-            for name, new_v, old_v in (
-                ("accuracy", new.accuracy, old.accuracy),
-                ("handled_correctly", new.handled_correctly, old.handled_correctly),
-                ("confident_errors", -new.confident_errors, -old.confident_errors),
-            )
-            if new_v < old_v - self.tolerance
-        ]
-        if worse:
-            return False, "worse than the current head on " + ", ".join(worse)
-        return True, "not worse on accuracy, handled_correctly and confident_errors"
 
 
 class TrainResult(BaseModel):
@@ -253,36 +193,6 @@ def training_rows(
             continue
         put(TrainingRow(_text(item.input), item.value, item.source))
     return list(rows.values()), dropped
-
-
-def score_head(
-    head: EncoderHead,
-    embeddings: NDArray[np.float32],
-    gold: Sequence[str],
-    threshold: float,
-    texts: Sequence[str],
-) -> HeadScore:
-    """Score ``head`` on rows (their ``texts`` and embeddings), trusting it exactly as
-    ``EscalationPolicy`` would."""
-    if len(gold) == 0:
-        return HeadScore(
-            n=0, accuracy=0, coverage=0, handled_correctly=0, confident_errors=0, ece=0
-        )
-    policy = EscalationPolicy(threshold=threshold)
-    probs = head.probabilities(embeddings, texts=texts)
-    conf = probs.max(axis=1)
-    correct = np.array(head.labels)[probs.argmax(axis=1)] == np.array(gold)
-    trusted = conf >= policy.threshold
-    if policy.require_calibrated and not head.calibrated:
-        trusted[:] = False
-    return HeadScore(
-        n=len(gold),
-        accuracy=round(float(correct.mean()), 4),
-        coverage=round(float(trusted.mean()), 4),
-        handled_correctly=round(float((trusted & correct).mean()), 4),
-        confident_errors=round(float((trusted & ~correct).mean()), 4),
-        ece=round(expected_calibration_error(conf, correct), 4),
-    )
 
 
 def _artifact(path: str, settings: Settings) -> Path:

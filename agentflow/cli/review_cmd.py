@@ -264,7 +264,7 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Retrain a head from examples + labels + LLM verdicts; keep it only if it is not worse."""
-    from agentflow.retrain import AcceptancePolicy
+    from agentflow.acceptance import AcceptancePolicy
     from agentflow.retrain import train as retrain
 
     settings = Settings()

@@ -18,6 +18,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import HumanMessage
 from typer.testing import CliRunner
 
+from agentflow.acceptance import AcceptancePolicy
 from agentflow.cli import app
 from agentflow.decision import Decision, EscalationPolicy
 from agentflow.errors import ArtifactError, ConfigurationError, DataError
@@ -27,8 +28,6 @@ from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.recording import RunContext
 from agentflow.retrain import (
-    AcceptancePolicy,
-    HeadScore,
     active_head,
     distill,
     role_examples,
@@ -296,21 +295,6 @@ def test_no_database_means_no_active_head_and_no_file(tmp_path: Path, encoder: E
     settings = Settings(data_dir=tmp_path / "af", database_url=f"sqlite:///{tmp_path}/none.db")
     assert active_head("router", settings, encoder) is None
     assert not (tmp_path / "none.db").exists()
-
-
-def test_acceptance_compares_what_matters() -> None:
-    def score(acc: float, handled: float, errors: float) -> HeadScore:
-        return HeadScore(n=10, accuracy=acc, coverage=handled + errors, handled_correctly=handled,
-                         confident_errors=errors, ece=0.05)  # fmt: skip
-
-    policy = AcceptancePolicy()
-    # Confidently wrong on a class it never saw: more raw coverage, but not better.
-    old = score(0.7, 0.6, 0.3)
-    assert policy.accepts(old, score(0.9, 0.8, 0.0))[0]
-    assert not policy.accepts(old, score(0.9, 0.5, 0.0))[0]
-    assert not policy.accepts(old, score(0.9, 0.8, 0.4))[0]
-    assert AcceptancePolicy(tolerance=0.15).accepts(old, score(0.6, 0.6, 0.3))[0]
-    assert not policy.accepts(None, score(0.9, 0.8, 0.0).model_copy(update={"n": 0}))[0]
 
 
 def test_roles_without_a_text_head_are_refused_and_unknown_values_dropped(
