@@ -11,9 +11,10 @@ an example.
 :func:`train` holds out a stratified slice of the rows the current head never trained on
 (a head scored on its own training rows looks perfect), trains a candidate on the rest
 and scores both heads on that slice; the candidate is kept only if it is not worse (see
-:class:`agentflow.acceptance.AcceptancePolicy`). A kept head is refit on all the data. Every head trained,
-kept or not, is saved and recorded with its sha256 and label watermark in
-``head_versions``; :func:`active_head` is how the builder finds the last kept one.
+:class:`agentflow.acceptance.AcceptancePolicy`). A kept head is refit on all the data.
+Every head trained, kept or not, is saved and recorded with its sha256 and label
+watermark in ``head_versions``; :func:`active_head` is how the builder finds the last
+kept one.
 """
 
 from __future__ import annotations
