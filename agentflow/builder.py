@@ -112,8 +112,9 @@ def agent(
     router = Router(
         routes,
         encoder=encoder,
+        # One route is taken by rule: there is nothing to tell apart, so no head.
         head=_router_head(routes, route_examples, encoder, settings)
-        if use and route_examples
+        if use and route_examples and len(routes) > 1
         else None,
         llm=llm,
         policy=EscalationPolicy(threshold=settings.router_threshold),

@@ -8,6 +8,7 @@ printed by the CLI or returned by the server is actionable on its own::
     ├── ModelError
     │   ├── ModelNotFoundError      a model file or package is not installed
     │   ├── ModelIntegrityError     a model file's sha256 is not the expected one
+    │   ├── NativeLibraryError      llama.cpp's native library crashes or fails on this CPU
     │   └── ModelOutputError        a model answered something that fails validation
     ├── ArtifactError               a trained head is corrupt, tampered or for another encoder
     ├── DataError                   an example/workload file cannot be read
@@ -43,6 +44,7 @@ __all__ = [
     "ModelIntegrityError",
     "ModelNotFoundError",
     "ModelOutputError",
+    "NativeLibraryError",
     "OutcomeUnknownError",
     "StoreUnavailableError",
     "ToolError",
@@ -85,6 +87,12 @@ class ModelNotFoundError(ModelError):
 
 class ModelIntegrityError(ModelError):
     """A model file exists but its sha256 is not the expected one (tampered or truncated)."""
+
+
+class NativeLibraryError(ModelError):
+    """llama.cpp's native library is missing, crashes or hangs when it loads or decodes."""
+
+    default_hint = "rebuild llama-cpp-python portable: `rm -rf .venv && make install`"
 
 
 class ModelOutputError(ModelError):

@@ -14,6 +14,7 @@ from langchain_core.runnables import RunnableConfig
 
 from agentflow.decision import Decision, ModelRef
 from agentflow.errors import ModelOutputError
+from agentflow.models.llm import STAND_IN_KEY
 from agentflow.recording import LlmCallRecord, NullRecorder, Recorder, RunContext
 from agentflow.state import AgentState
 
@@ -80,6 +81,8 @@ class LlmAnswer:
     """Completion tokens."""
     latency_ms: float
     """Wall time."""
+    stand_in: dict[str, Any] | None = None
+    """Set when the offline stand-in wrote this (``usable``, ``why``); None for a real LLM."""
 
     @property
     def tokens(self) -> int:
@@ -100,9 +103,16 @@ def ask_llm(
     env: NodeEnv,
     config: RunnableConfig | None,
     node: str,
+    examples: Sequence[tuple[str, str]] = (),
 ) -> LlmAnswer:
-    """Call the LLM once, record the call (tokens, latency, cost) and return its answer."""
-    messages: list[BaseMessage] = [SystemMessage(system), HumanMessage(user)]
+    """Call the LLM once, record the call (tokens, latency, cost) and return its answer.
+
+    ``examples`` are (user, answer) pairs put before ``user`` to show the answer wanted.
+    """
+    messages: list[BaseMessage] = [SystemMessage(system)]
+    for shown, answered in examples:
+        messages += [HumanMessage(shown), AIMessage(answered)]
+    messages.append(HumanMessage(user))
     start = time.perf_counter()
     reply = llm.invoke(messages, config={"callbacks": (config or {}).get("callbacks")})
     latency = (time.perf_counter() - start) * 1000
@@ -124,7 +134,8 @@ def ask_llm(
             cost_estimate=(tokens_in + tokens_out) / 1000 * env.cost_per_1k_tokens,
         ),
     )
-    return LlmAnswer(text.strip(), tokens_in, tokens_out, latency)
+    stand_in = (getattr(reply, "response_metadata", None) or {}).get(STAND_IN_KEY)
+    return LlmAnswer(text.strip(), tokens_in, tokens_out, latency, stand_in)
 
 
 def parse_choice(text: str, choices: Sequence[str]) -> str:

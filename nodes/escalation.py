@@ -6,7 +6,6 @@ to a human) itself. The run ends ``done`` with the escalation visible in its dec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -14,15 +13,17 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.state import AgentState
+from nodes._answer import ESCALATION_EXAMPLES, facts_prompt, present
 from nodes._common import NodeEnv, ai, ask_llm, request_text
 
-__all__ = ["escalation_node"]
+__all__ = ["SYSTEM", "escalation_node"]
 
-_SYSTEM = (
-    "You take over a customer-support conversation an automated agent could not finish. "
+SYSTEM = (
+    "You take over a support conversation an automated agent could not finish. "
     "Explain briefly what was done and what happens next; promise a human follow-up when "
     "nothing else can be done. Never claim an action succeeded unless the results say so."
 )
+"""The instructions the LLM is given for this node."""
 
 
 def escalation_node(
@@ -31,28 +32,27 @@ def escalation_node(
     """A node handing the conversation to the LLM."""
 
     def escalate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
-        facts = {
-            "request": request_text(state),
-            "route": state.get("route"),
-            "plan": state.get("plan"),
-            "results": state.get("observations", [])[-3:],
-            "why": state.get("outcome") or f"loop verdict {state.get('loop_verdict')}",
-        }
+        request = request_text(state)
         if llm is None:
             text = "I could not complete this automatically; a human colleague will follow up."
             return {"messages": [ai(text)], "outcome": text, "status": "done"}
+        why = state.get("outcome") or f"loop verdict {state.get('loop_verdict')}"
+        plan = (state.get("plan") or {}).get("goal")
+        notes = [f"The automated agent stopped: {why}."] + ([f"Plan: {plan}."] if plan else [])
         answer = ask_llm(
             llm,
-            _SYSTEM,
-            json.dumps(facts, default=str),
+            SYSTEM,
+            facts_prompt(request, results=state.get("observations", [])[-3:], notes=notes),
             purpose="escalation:loop",
             env=env,
             config=config,
             node="escalation",
+            examples=ESCALATION_EXAMPLES,
         )
+        text = present(answer, request)
         return {
-            "messages": [ai(answer.text)],
-            "outcome": answer.text,
+            "messages": [ai(text)],
+            "outcome": text,
             "status": "done",
             "llm_calls": 1,
             "llm_tokens": answer.tokens,

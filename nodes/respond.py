@@ -8,7 +8,6 @@ pruned context.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -16,16 +15,18 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.state import AgentState
+from nodes._answer import RESPOND_EXAMPLES, facts_prompt, present
 from nodes._common import NodeEnv, ai, ask_llm, request_text
 from nodes.context import DocumentIndex
 from nodes.planner import Flow
 
-__all__ = ["respond_node"]
+__all__ = ["SYSTEM", "respond_node"]
 
-_SYSTEM = (
-    "You are a courteous customer-support agent. Answer the customer in a few sentences, "
+SYSTEM = (
+    "You are a courteous support agent. Answer the request in one to three sentences, "
     "using only the facts given. If something failed, say so plainly and say what happens next."
 )
+"""The instructions the LLM is given for this node."""
 
 
 def respond_node(
@@ -56,33 +57,36 @@ def respond_node(
         if template is not None:
             return {"messages": [ai(template)], "outcome": template, **done}
         request = request_text(state)
-        facts: dict[str, Any] = {"request": request}
-        if state.get("observations"):
-            facts["tool_results"] = state["observations"][-3:]
-        if state.get("outcome"):
-            facts["note"] = state["outcome"]
         update: dict[str, Any] = {}
+        documents: list[dict[str, Any]] = []
         if route in indexes:
-            context = indexes[route].prune(request)
-            facts["documents"] = [{"title": d["title"], "text": d["text"]} for d in context]
-            update["context"] = context
+            documents = indexes[route].prune(request)
+            update["context"] = documents
         if llm is None:
             text = "I have passed your request to a human colleague, who will get back to you."
             return {**update, "messages": [ai(text)], "outcome": text, **done}
+        prompt = facts_prompt(
+            request,
+            documents=documents,
+            results=(state.get("observations") or [])[-3:],
+            notes=[note] if (note := state.get("outcome")) else [],
+        )
         answer = ask_llm(
             llm,
-            _SYSTEM,
-            json.dumps(facts, default=str),
+            SYSTEM,
+            prompt,
             purpose="respond",
             env=env,
             config=config,
             node="respond",
+            examples=RESPOND_EXAMPLES,
         )
+        text = present(answer, request, documents)
         # A failed run keeps its reason as the outcome; the LLM's wording goes to the user.
-        outcome = {} if state.get("status") == "failed" else {"outcome": answer.text}
+        outcome = {} if state.get("status") == "failed" else {"outcome": text}
         return {
             **update,
-            "messages": [ai(answer.text)],
+            "messages": [ai(text)],
             **outcome,
             "llm_calls": 1,
             "llm_tokens": answer.tokens,

@@ -2,6 +2,7 @@
 
 An encoder head trained on the routes' example utterances decides by default; a route
 set without examples is decided by the generative SLM, constrained to the route names.
+An agent with one route needs no model: every request takes it, by rule.
 Below the threshold (or on invalid output) the LLM decides, and its verdict is recorded
 so the head can be retrained on it. If the LLM fails too, the request goes to the
 built-in ``llm`` route (the LLM answers it directly): the router's safe default.
@@ -68,6 +69,17 @@ class Router:
         )
 
     def _slm(self, text: str) -> Callable[[], Decision[str]] | None:
+        if len(self.routes) == 1:
+            only = next(iter(self.routes))
+            return lambda: Decision[str](
+                role="router",
+                value=only,
+                confidence=1.0,
+                source="rule",
+                latency_ms=0.0,
+                rationale="the agent has one route",
+                input=text,
+            )
         if self.head is not None and self.encoder is not None:
             head, encoder = self.head, self.encoder
             return lambda: head.decide(text, encoder)

@@ -15,7 +15,9 @@ from rich.table import Table
 
 from agentflow.errors import AgentflowError
 
-console = Console(stderr=True)
+# soft_wrap: a line is never broken inside a field; a terminal folds long lines itself and
+# a log file keeps them whole (rich would otherwise wrap at 80 columns when piped).
+console = Console(stderr=True, soft_wrap=True)
 """People-facing output goes to stderr so stdout stays clean for ``--json``."""
 
 

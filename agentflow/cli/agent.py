@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from agentflow.cli._output import console, emit_json, fail
 from agentflow.errors import AgentflowError
@@ -26,17 +27,18 @@ def _print_result(res: Any, json_out: bool) -> None:
     for d in res.decisions:
         flag = " (escalated)" if d.get("escalated") else ""
         console.print(
-            f"  {d['role']:<20} {json.dumps(d['value'], default=str)[:60]:<40} "
+            f"  {d['role']:<20} {escape(json.dumps(d['value'], default=str)[:60]):<40} "
             f"conf={d['confidence']:.2f} {d['source']:<12} {d['latency_ms']:.1f} ms{flag}"
         )
     if res.pending_approval:
         p = res.pending_approval
         console.print(
             f"[yellow]waiting for approval[/] {p['approval_id']}: {p['tool']} "
-            f"{json.dumps(p['args'])} digest={p['digest'][:16]}…"
+            f"{escape(json.dumps(p['args']))} digest={p['digest'][:16]}…"
         )
     if res.outcome:
-        console.print(f"[green]outcome[/] {res.outcome}")
+        # Model and tool text is data: rich must not read "[...]" in it as markup.
+        console.print(f"[green]outcome[/] {escape(res.outcome)}")
     if res.needs_input:
         console.print(
             f"[yellow]asked the user for[/] {', '.join(res.needs_input)}: reply with "

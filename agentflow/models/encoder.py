@@ -28,9 +28,12 @@ class Encoder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         import torch
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
         torch.set_num_threads(n_threads)
         self.model_file = model
+        # transformers draws a "Loading weights" bar on stderr for a local folder too.
+        hf_logging.disable_progress_bar()
         self._model: Any = SentenceTransformer(str(model.path), device="cpu")
         self._torch = torch
         self._lock = threading.Lock()

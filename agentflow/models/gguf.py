@@ -258,13 +258,16 @@ class GgufModel(Chooser):
         max_tokens: int = 256,
         stop: list[str] | None = None,
         grammar: str | None = None,
+        special: bool = True,
     ) -> tuple[str, int, int]:
-        """Greedy text after ``prompt`` (special tokens parsed): text, prompt, output tokens.
+        """Greedy text after ``prompt``: text, prompt tokens, output tokens.
 
-        A stop string that is one control token (``<start_of_turn>``) is never generated.
+        ``special`` parses control tokens written in the prompt (``<start_of_turn>``); pass
+        False when the prompt holds user text, so that it cannot forge one. A stop string
+        that is one control token is never generated.
         """
         with self._lock:
-            tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            tokens = self._llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=special)
             return complete(self._llm, tokens, max_tokens=max_tokens, stop=stop, grammar=grammar)
 
 

@@ -2,14 +2,22 @@
 
 The planner and every escalation talk to a langchain-core ``BaseChatModel``. With
 ``AGENTFLOW_LLM_BASE_URL`` set it is ``ChatOpenAI`` against that endpoint (vLLM, OpenAI,
-a llama.cpp server). Without it, :class:`LocalGgufChat` wraps the embedded GGUF with
-Gemma's turn format — a 270M base model: it runs offline but plans badly, which is why
+a llama.cpp server). Without it, :class:`LocalGgufChat` plays the LLM with the embedded
+GGUF — a 270M *base* model: it runs offline but plans badly, which is why
 :func:`is_weak_default` exists (the CLI prints a warning). Nothing here touches the
 network at import; the model loads when :func:`make_llm` is called.
+
+A base model does not follow Gemma's turn format (given one, it writes the prompt again
+and again), so the stand-in reads the chat as a plain transcript (:func:`format_transcript`)
+that ends in an open ``Answer:``, stops at the end of the paragraph, and
+:func:`tidy_answer` cuts what it copied from the prompt or repeated. Its messages say
+they come from the stand-in (``response_metadata["agentflow_stand_in"]``), with
+``usable: False`` when nothing was left to say.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,10 +34,12 @@ from agentflow.settings import Settings
 __all__ = [
     "LLM_MAX_RETRIES",
     "LLM_TIMEOUT_S",
+    "STAND_IN_KEY",
     "LocalGgufChat",
-    "format_gemma",
+    "format_transcript",
     "is_weak_default",
     "make_llm",
+    "tidy_answer",
 ]
 
 LLM_TIMEOUT_S = 60.0
@@ -38,51 +48,97 @@ LLM_MAX_RETRIES = 2
 """Retries of a failed remote LLM request (connection errors, 429, 5xx)."""
 
 _TURN_MARKERS = ("<start_of_turn>", "<end_of_turn>")
+STAND_IN_KEY = "agentflow_stand_in"
+"""``response_metadata`` key on the stand-in's messages: ``{"usable": bool, "why": str}``."""
+_ANSWER = "Answer:"
+# A copied run of this many words is an echo of the prompt, not an answer.
+_ECHO_WORDS = 8
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_LABEL = re.compile(r"\n\s*[A-Z][A-Za-z ]{0,20}:")
+_WORD = re.compile(r"[a-z0-9$%]+")
 
 
 def _clean(text: str) -> str:
-    # Message text is data: it must not open or close turns of its own.
+    # Message text is data: it must not carry control tokens of its own.
     for marker in _TURN_MARKERS:
         text = text.replace(marker, "")
     return text
 
 
-def format_gemma(messages: Sequence[BaseMessage]) -> str:
-    """Gemma's turn format, ending with an open model turn.
+def format_transcript(messages: Sequence[BaseMessage]) -> str:
+    """The chat as a plain transcript for a base model, ending in an open ``Answer:``.
 
-    Gemma has no system role: system text is put at the top of the first user turn.
-    Tool results become user turns naming the tool.
+    System text comes first; each user or tool turn is a block of its own; each assistant
+    turn is written as ``Answer: ...`` after the block it answers, so few-shot examples
+    given as user/assistant pairs read as finished examples.
     """
-    system = [_clean(m.text) for m in messages if isinstance(m, SystemMessage)]
-    turns: list[str] = []
+    blocks = [_clean(m.text) for m in messages if isinstance(m, SystemMessage)]
     for message in messages:
+        text = _clean(message.text).strip()
         if isinstance(message, SystemMessage):
             continue
-        text = _clean(message.text)
         if isinstance(message, AIMessage):
-            role = "model"
-        else:
-            role = "user"
-            if isinstance(message, ToolMessage):
-                text = f"Result of tool {message.name or message.tool_call_id}:\n{text}"
-        if role == "user" and system:
-            text = "\n\n".join([*system, text])
-            system = []
-        turns.append(f"<start_of_turn>{role}\n{text}<end_of_turn>\n")
-    if system:  # only system messages: they still need a user turn
-        joined = "\n\n".join(system)
-        turns.append(f"<start_of_turn>user\n{joined}<end_of_turn>\n")
-    return "".join(turns) + "<start_of_turn>model\n"
+            if blocks:
+                blocks[-1] += f"\n{_ANSWER} {text}"
+            continue
+        if isinstance(message, ToolMessage):
+            text = f"Result of tool {message.name or message.tool_call_id}:\n{text}"
+        blocks.append(text)
+    return "\n\n".join(blocks) + f"\n{_ANSWER}"
+
+
+def _windows(words: Sequence[str]) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + _ECHO_WORDS]) for i in range(len(words) - _ECHO_WORDS + 1)]
+
+
+def tidy_answer(text: str, prompt_texts: Sequence[str]) -> tuple[str, str | None]:
+    """``text`` cut before anything it echoes or repeats: (what is left, why it was cut).
+
+    The answer is cut at the start of the sentence where a run of eight words begins that
+    stands in one of ``prompt_texts`` (the instructions and the user's turns) or earlier in
+    the answer, at a sentence said twice, and before a new transcript block
+    (``Request: ...``). Runs may cross sentences, so "This is the fourth time my package
+    is late. I want ..." is caught against "...the third time my package is late. I want...".
+    """
+    text = _LABEL.split(text, maxsplit=1)[0].strip()
+    prompt = {w for p in prompt_texts for w in _windows(_WORD.findall(p.lower()))}
+    sentences = [x.strip() for x in _SENTENCE.split(text) if _WORD.search(x.lower())]
+    words: list[str] = []
+    owner: list[int] = []  # the sentence each word belongs to
+    for index, sentence in enumerate(sentences):
+        found = _WORD.findall(sentence.lower())
+        words += found
+        owner += [index] * len(found)
+    cut, why = len(sentences), None
+    seen: set[tuple[str, ...]] = set()
+    for start, window in enumerate(_windows(words)):
+        if window in prompt or window in seen:
+            cut = owner[start]
+            why = "it copied its prompt" if window in prompt else "it repeated itself"
+            break
+        seen.add(window)
+    said: set[str] = set()
+    for index, sentence in enumerate(sentences[:cut]):
+        norm = " ".join(_WORD.findall(sentence.lower()))
+        if norm in said:
+            cut, why = index, "it repeated itself"
+            break
+        said.add(norm)
+    return " ".join(sentences[:cut]), why
 
 
 class LocalGgufChat(BaseChatModel):
-    """A chat model over the local GGUF (greedy), reporting token usage on each message."""
+    """The offline stand-in LLM: the local GGUF (greedy) over a plain transcript.
+
+    Answers stop at the end of the paragraph or after ``max_tokens``, are tidied by
+    :func:`tidy_answer`, report token usage, and carry ``STAND_IN_KEY`` in their metadata.
+    """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     gguf: GgufModel = Field(exclude=True)
     """The loaded GGUF that generates."""
-    max_tokens: int = 256
+    max_tokens: int = 160
     """Most tokens generated per answer."""
 
     @property
@@ -100,20 +156,29 @@ class LocalGgufChat(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text, prompt_tokens, output_tokens = self.gguf.generate(
-            format_gemma(messages),
+        raw, prompt_tokens, output_tokens = self.gguf.generate(
+            format_transcript(messages),
             max_tokens=int(kwargs.get("max_tokens", self.max_tokens)),
-            stop=[*(stop or []), *_TURN_MARKERS],
+            stop=[*(stop or []), *_TURN_MARKERS, "\n\n", f"\n{_ANSWER}"],
+            special=False,  # the transcript holds user text and needs no control tokens
         )
+        # Few-shot answers are there to be imitated; instructions and user turns are not.
+        prompt_texts = [m.text for m in messages if not isinstance(m, AIMessage)]
+        text, why = tidy_answer(raw, prompt_texts)
+        if not text and why is None:
+            why = "it wrote nothing"
         usage = UsageMetadata(
             input_tokens=prompt_tokens,
             output_tokens=output_tokens,
             total_tokens=prompt_tokens + output_tokens,
         )
         message = AIMessage(
-            content=text.strip(),
+            content=text,
             usage_metadata=usage,
-            response_metadata={"model_name": self.gguf.ref.name},
+            response_metadata={
+                "model_name": self.gguf.ref.name,
+                STAND_IN_KEY: {"usable": bool(text), "why": why},
+            },
         )
         return ChatResult(
             generations=[ChatGeneration(message=message)],

@@ -4,6 +4,7 @@ real SQLite, real Valkey; the order-status and refund paths need no LLM)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from agentflow.cli import app
+from agentflow.cli.demo import CONVERSATIONS
+from agentflow.models.llm import tidy_answer
 from graphs import support
+from nodes._answer import STAND_IN_LABEL
+from nodes.respond import SYSTEM as RESPOND_SYSTEM
 from tests.fixtures.heads import data_dir_with_heads
 
 runner = CliRunner()
@@ -127,3 +132,20 @@ def test_demo_shows_every_path(cli_env: Path) -> None:
     assert "asked the user for address" in out and "waiting for approval" in out
     assert "already shipped" in out  # A10235 has shipped: the back office says no
     assert support.store().refunds("58812") != []  # the demo approves its refund
+
+    # Piped output: no decision line is broken inside a field.
+    decisions = [line for line in out.splitlines() if "conf=" in line]
+    assert decisions and all(re.search(r"conf=\S+ \S+ +[\d.]+ ms", line) for line in decisions)
+    # The local stand-in's answers (pricing, complaint) are labelled and copy nothing from
+    # the prompt: no run of eight words of the instructions or of any request.
+    stand_in = [
+        line.removeprefix(f"outcome {STAND_IN_LABEL}").strip()
+        for line in out.splitlines()
+        if line.startswith(f"outcome {STAND_IN_LABEL}")
+    ]
+    assert len(stand_in) >= 2, out
+    requests = [m for conversation in CONVERSATIONS for m in conversation]
+    for text in stand_in:
+        if text.startswith("No LLM endpoint is configured"):
+            continue  # the plain note, which quotes the request on purpose
+        assert tidy_answer(text, [RESPOND_SYSTEM, *requests]) == (text, None), text

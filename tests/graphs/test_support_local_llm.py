@@ -11,6 +11,7 @@ import pytest
 
 from agentflow.runtime import AgentRuntime
 from graphs import support
+from nodes._answer import STAND_IN_LABEL
 from nodes.approval import ApprovalAnswer
 from tests.fixtures.support_env import support_environment
 
@@ -59,3 +60,4 @@ def test_every_route_with_real_local_models(rt: AgentRuntime, route: str) -> Non
     assert res.outcome  # an answer was written, templated or by the local LLM
     if route in ("pricing", "complaint"):
         assert res.llm_calls >= 1 and res.llm_tokens > 0
+        assert res.outcome.startswith(STAND_IN_LABEL)  # never passed off as a real LLM
