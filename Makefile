@@ -18,7 +18,7 @@ LLAMA_NATIVE ?= 0
 ifeq ($(LLAMA_NATIVE),1)
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON
 # A native wheel is only valid on a CPU with exactly these flags.
-LLAMA_CPU := $(shell grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)
+LLAMA_CPU := $(shell grep -m1 -E '^(flags|Features)' /proc/cpuinfo | sha256sum | cut -c1-12)
 else
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
   -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
@@ -50,15 +50,15 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --upgrade pip
 	@# The CPU build of torch lies on this disk; install it first or pip pulls a CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	@ls $(LLAMA_WHEELS)/llama_cpp_python-*.whl >/dev/null 2>&1 || \
+	@ls "$(LLAMA_WHEELS)"/llama_cpp_python-*.whl >/dev/null 2>&1 || \
 	  { echo "building $(LLAMA) from source once ($(if $(filter 1,$(LLAMA_NATIVE)),native for this CPU,portable); 6-20 minutes on 2 cores)"; \
-	    rm -rf $(LLAMA_WHEELS).tmp && mkdir -p $(LLAMA_WHEELS).tmp && \
-	    CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    mkdir -p "$(WHEELS)" && tmp=$$(mktemp -d "$(WHEELS)/build.XXXXXX") && \
+	    CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	      $(BIN)/pip wheel -q --no-deps --no-cache-dir --no-binary llama-cpp-python \
-	      -w $(LLAMA_WHEELS).tmp $(LLAMA) && \
-	    rm -rf $(LLAMA_WHEELS) && mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); }
+	      -w "$$tmp" $(LLAMA) && \
+	    rm -rf "$(LLAMA_WHEELS)" && mv "$$tmp" "$(LLAMA_WHEELS)"; }
 	@# --force-reinstall: a .venv that holds another build of the same version must not keep it.
-	$(BIN)/pip install -q --no-deps --force-reinstall $(LLAMA_WHEELS)/llama_cpp_python-*.whl
+	$(BIN)/pip install -q --no-deps --force-reinstall "$(LLAMA_WHEELS)"/llama_cpp_python-*.whl
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@# Load the GGUF and decode a few tokens in a child process: a crashing native library

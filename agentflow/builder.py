@@ -114,7 +114,7 @@ def agent(
         encoder=encoder,
         # One route is taken by rule: there is nothing to tell apart, so no head.
         head=_router_head(routes, route_examples, encoder, settings)
-        if use and route_examples and len(routes) > 1
+        if use and route_examples and len({r.name for r in routes}) > 1
         else None,
         llm=llm,
         policy=EscalationPolicy(threshold=settings.router_threshold),

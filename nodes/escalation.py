@@ -38,7 +38,8 @@ def escalation_node(
             return {"messages": [ai(text)], "outcome": text, "status": "done"}
         why = state.get("outcome") or f"loop verdict {state.get('loop_verdict')}"
         plan = (state.get("plan") or {}).get("goal")
-        notes = [f"The automated agent stopped: {why}."] + ([f"Plan: {plan}."] if plan else [])
+        notes = [f"The automated agent stopped: {why.rstrip('.')}."]
+        notes += [f"Plan: {plan.rstrip('.')}."] if plan else []
         answer = ask_llm(
             llm,
             SYSTEM,

@@ -28,12 +28,21 @@ _state: dict[str, Any] = {"current": None, "passed": 0, "failed": 0, "skipped": 
 def _write() -> None:
     path = os.environ.get(_FILE_VAR)
     if path:
-        Path(path).write_text(json.dumps(_state))
+        # Whole or not at all: the process may die at any instruction.
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(json.dumps(_state))
+        os.replace(tmp, path)
 
 
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
     """Note the test about to run, before any of its code does."""
     _state["current"] = nodeid
+    _write()
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    """The test is over: a crash from now on is not its fault."""
+    _state["current"] = None
     _write()
 
 
@@ -46,26 +55,49 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _write()
 
 
+_NATIVE_CRASHES = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"}
+
+
+def _read(state: Path) -> dict[str, Any]:
+    try:
+        seen = json.loads(state.read_text())
+    except (OSError, ValueError):
+        return {}
+    return seen if isinstance(seen, dict) else {}
+
+
+def _why(name: str) -> str:
+    if name in _NATIVE_CRASHES:
+        return (
+            "a native library crashed (pytest's faulthandler output above has the Python "
+            "stack; `.venv/bin/agentflow models smoke` checks llama.cpp)"
+        )
+    if name == "SIGKILL":
+        return "it was killed from outside (out of memory, or a time limit)"
+    return "it was stopped from outside"
+
+
 def main(args: list[str]) -> int:
-    """Run pytest with ``args`` in a child; report a crash by signal as a named failure."""
+    """Run pytest with ``args`` in a child; report a death by signal as a named failure."""
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state.json"
         env = {**os.environ, _FILE_VAR: str(state)}
         cmd = [sys.executable, "-m", "pytest", "-p", "tests.crashguard", *args]
-        code = subprocess.run(cmd, env=env, check=False).returncode
+        try:
+            code = subprocess.run(cmd, env=env, check=False).returncode
+        except KeyboardInterrupt:
+            return 130
         if code >= 0:
             return code
         try:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        seen = json.loads(state.read_text()) if state.exists() else {}
-        test = seen.get("current") or "(before the first test started)"
+        seen = _read(state)
+        where = seen.get("current") or "(between tests: before the first or after the last)"
         print(
-            f"\nFAILED {test} - the test process died with {name}: a native library crashed "
-            "in this test; no later test ran. Run it alone with `python -X faulthandler -m "
-            "pytest` to see the native stack, and `.venv/bin/agentflow models smoke` to check "
-            "llama.cpp.",
+            f"\nFAILED {where} - the test process died with {name}: {_why(name)}; "
+            "no later test ran.",
             flush=True,
         )
         print(f"{seen.get('passed', 0)} passed, {seen.get('failed', 0) + 1} failed", flush=True)

@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,12 +35,12 @@ def emit_table(title: str, rows: Mapping[str, Any]) -> None:
             str(key),
             json.dumps(value, default=str) if isinstance(value, dict | list) else str(value),
         )
-    Console().print(table)
+    Console(soft_wrap=True).print(table)
 
 
 def fail(exc: AgentflowError | str, code: int = 1) -> NoReturn:
     """Print an error (with its fix) and exit non-zero."""
-    console.print(f"[bold red]error:[/] {exc}")
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(code)
 
 

@@ -44,6 +44,5 @@ def smoke() -> None:
         fail(exc)
     console.print(
         f"llama.cpp ok: decoded {result.tokens} tokens in {result.seconds:.1f} s "
-        f"with {result.library}\n  build: {result.system_info}\n  cpu:   {result.cpu}",
-        soft_wrap=True,
+        f"with {result.library}\n  build: {result.system_info}\n  cpu:   {result.cpu}"
     )

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from agentflow.cli._output import console, emit_json, emit_table, fail, progress
@@ -64,12 +65,14 @@ def _ask(episode: Any) -> str | None:
         f"\n[bold]#{episode.id}[/] {first.role}  {first.created_at:%Y-%m-%d %H:%M}  "
         f"source={first.source}  confidence={first.confidence:.2f}"
     )
-    console.print(
-        f"  input:   {first.input if isinstance(first.input, str) else json.dumps(first.input)}"
-    )
-    console.print(f"  decided: [bold]{json.dumps(first.value, default=str)}[/]")
+    shown = first.input if isinstance(first.input, str) else json.dumps(first.input)
+    # Inputs and values are data: "[...]" in them is not rich markup.
+    console.print(f"  input:   {escape(shown)}")
+    console.print(f"  decided: [bold]{escape(json.dumps(first.value, default=str))}[/]")
     if final.id != first.id:
-        console.print(f"  acted on ({final.source}): {json.dumps(final.value, default=str)}")
+        console.print(
+            f"  acted on ({final.source}): {escape(json.dumps(final.value, default=str))}"
+        )
     try:
         answer: str = click.prompt(
             "right value (Enter: the decision is right, s: skip, q: quit)",

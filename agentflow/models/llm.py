@@ -54,8 +54,9 @@ _ANSWER = "Answer:"
 # A copied run of this many words is an echo of the prompt, not an answer.
 _ECHO_WORDS = 8
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_LABEL = re.compile(r"\n\s*[A-Z][A-Za-z ]{0,20}:")
-_WORD = re.compile(r"[a-z0-9$%]+")
+# A line that opens a new transcript block: the model went on to write the next example.
+_LABEL = re.compile(r"(?:^|\n)\s*(?:Facts|Request|Answer|User|Customer|Agent|Assistant):")
+_WORD = re.compile(r"[^\W_]+|[$%]")
 
 
 def _clean(text: str) -> str:
@@ -95,12 +96,14 @@ def tidy_answer(text: str, prompt_texts: Sequence[str]) -> tuple[str, str | None
     """``text`` cut before anything it echoes or repeats: (what is left, why it was cut).
 
     The answer is cut at the start of the sentence where a run of eight words begins that
-    stands in one of ``prompt_texts`` (the instructions and the user's turns) or earlier in
+    stands in one of ``prompt_texts`` (the instructions and the user's words) or earlier in
     the answer, at a sentence said twice, and before a new transcript block
     (``Request: ...``). Runs may cross sentences, so "This is the fourth time my package
     is late. I want ..." is caught against "...the third time my package is late. I want...".
     """
     text = _LABEL.split(text, maxsplit=1)[0].strip()
+    if not text:
+        return "", None
     prompt = {w for p in prompt_texts for w in _windows(_WORD.findall(p.lower()))}
     sentences = [x.strip() for x in _SENTENCE.split(text) if _WORD.search(x.lower())]
     words: list[str] = []
@@ -127,6 +130,21 @@ def tidy_answer(text: str, prompt_texts: Sequence[str]) -> tuple[str, str | None
     return " ".join(sentences[:cut]), why
 
 
+def _echo_sources(messages: Sequence[BaseMessage]) -> list[str]:
+    """What an answer must not copy: the instructions and what the user wrote.
+
+    Few-shot answers are there to be imitated, and ``Facts:`` lines (documents, tool
+    results) are material a right answer quotes, so neither counts.
+    """
+    sources = []
+    for message in messages:
+        if isinstance(message, AIMessage):
+            continue
+        lines = [ln for ln in message.text.splitlines() if not ln.lstrip().startswith("Facts:")]
+        sources.append("\n".join(lines))
+    return sources
+
+
 class LocalGgufChat(BaseChatModel):
     """The offline stand-in LLM: the local GGUF (greedy) over a plain transcript.
 
@@ -138,8 +156,8 @@ class LocalGgufChat(BaseChatModel):
 
     gguf: GgufModel = Field(exclude=True)
     """The loaded GGUF that generates."""
-    max_tokens: int = 160
-    """Most tokens generated per answer."""
+    max_tokens: int = 256
+    """Most tokens generated per answer (a paragraph ends sooner, at a blank line)."""
 
     @property
     def _llm_type(self) -> str:
@@ -162,9 +180,12 @@ class LocalGgufChat(BaseChatModel):
             stop=[*(stop or []), *_TURN_MARKERS, "\n\n", f"\n{_ANSWER}"],
             special=False,  # the transcript holds user text and needs no control tokens
         )
-        # Few-shot answers are there to be imitated; instructions and user turns are not.
-        prompt_texts = [m.text for m in messages if not isinstance(m, AIMessage)]
-        text, why = tidy_answer(raw, prompt_texts)
+        if raw.lstrip().startswith(("{", "[")):
+            # Structured output (a plan) is validated by its reader; JSON legitimately
+            # repeats the request (a plan's goal), so it is not tidied as prose.
+            text, why = raw.strip(), None
+        else:
+            text, why = tidy_answer(raw, _echo_sources(messages))
         if not text and why is None:
             why = "it wrote nothing"
         usage = UsageMetadata(

@@ -6,7 +6,8 @@ wheel built on one CPU can use instructions another lacks. A segfault cannot be 
 the process it happens in, so :func:`smoke_check` loads the verified GGUF and decodes in
 a child, and turns a crash, a missing library or a hang into a
 :class:`~agentflow.errors.NativeLibraryError` naming the library, the CPU and the fix.
-``make install`` and ``agentflow models check`` run it; so does the test suite at start.
+``make install`` runs it (``agentflow models smoke``), ``agentflow models check`` includes
+it, and the test suite runs it before the first test.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from agentflow.settings import Settings
 __all__ = ["SmokeResult", "cpu_summary", "llama_library_dir", "smoke_check"]
 
 _PROBE = r"""
-import json, sys
+import json, os, sys
 def say(**kw):
     sys.stdout.write(json.dumps(kw) + "\n")
     sys.stdout.flush()
@@ -40,6 +41,7 @@ llm = llama_cpp.Llama(model_path=sys.argv[1], n_ctx=256, n_threads=int(sys.argv[
 say(stage="loaded")
 out = llm.create_completion("The capital of France is", max_tokens=8, temperature=0.0)
 say(stage="decoded", text=out["choices"][0]["text"], tokens=out["usage"]["completion_tokens"])
+os._exit(0)  # the decode is what was asked; native destructors at exit are not
 """
 
 # The instruction sets that decide whether a llama.cpp build runs here.
@@ -60,6 +62,7 @@ _STAGE_WORDS = {
     "importing": "while loading the library",
     "imported": "while loading the model",
     "loaded": "while decoding (llama_decode)",
+    "decoded": "after decoding",
 }
 
 
@@ -149,10 +152,18 @@ def smoke_check(
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout_s, env=child_env, check=False
+            cmd,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",  # llama.cpp may print bytes that are not UTF-8
+            timeout=timeout_s,
+            env=child_env,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        raw = exc.stdout or ""
+        out = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         stage, info = _progress(out)
         raise _error(
             f"did not finish {_STAGE_WORDS.get(stage, '')} in {timeout_s:.0f} s", library, info

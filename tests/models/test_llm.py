@@ -81,6 +81,9 @@ def test_tidy_answer_cuts_echoes_repeats_and_new_blocks() -> None:
     looped = "I am sorry. We will call you. I am sorry. We will call you."
     assert tidy_answer(looped, [request]) == ("I am sorry. We will call you.", "it repeated itself")
     assert tidy_answer("Yes, you can.\nRequest: next one", [request]) == ("Yes, you can.", None)
+    # Any script counts as words; a new transcript block ends the answer.
+    assert tidy_answer("注文は発送済みです。", [request]) == ("注文は発送済みです。", None)
+    assert tidy_answer("Customer: where is it?", [request]) == ("", None)
     # Quoting a few words of the request is not an echo.
     assert tidy_answer("Your package is late, sorry.", [request]) == (
         "Your package is late, sorry.",
