@@ -13,7 +13,7 @@ factories in ``nodes/`` directly instead. The wiring::
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from nodes.respond import respond_node
 from nodes.router import Route, Router, router_node
 from tools.contract import ToolRegistry, ToolSpec
 from tools.executor import GuardedExecutor
+from tools.store import IdempotencyStore
 
 __all__ = ["AgentParts", "agent"]
 
@@ -63,10 +64,14 @@ class AgentParts:
 
 
 def _executor(tools: ToolRegistry, settings: Settings, recorder: Recorder) -> GuardedExecutor:
-    from tools.store import IdempotencyStore
-
     store = IdempotencyStore.from_settings(settings)
     return GuardedExecutor(tools, store, lease_s=settings.lease_seconds, recorder=recorder)
+
+
+def _sync_store(executor: GuardedExecutor) -> Callable[[], IdempotencyStore] | None:
+    """The executor's store for the approval node, when it is one the node can use."""
+    store = executor.store
+    return (lambda: store) if isinstance(store, IdempotencyStore) else None
 
 
 def _router_head(
@@ -148,7 +153,9 @@ def agent(
         "router": router_node(router, env),
         "planner": planner_node(flows, registry, llm, env),
         "consequence": consequence_node(modeler, definition, env),
-        "approval": approval_node(registry, env),
+        "approval": approval_node(
+            registry, env, _sync_store(executor), ttl_s=settings.approval_ttl_seconds
+        ),
         "act": act_node(executor, env),
         "loop": loop_node(loop, env),
         "respond": respond_node(flows, indexes, llm, env),

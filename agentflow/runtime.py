@@ -31,7 +31,8 @@ from agentflow.settings import Settings
 from agentflow.tracing import tracing_session
 from checkpoints.ledger import Ledger
 from checkpoints.savers import open_saver
-from nodes.approval import ApprovalAnswer, ApprovalRequest, check_answer
+from nodes.approval import ApprovalAnswer, ApprovalRequest, accept_answer
+from tools.store import IdempotencyStore
 
 __all__ = ["AgentRuntime", "RunResult", "load_graph_module"]
 
@@ -104,6 +105,7 @@ class AgentRuntime:
         self.parts = parts
         self.ledger = ledger
         self.settings = settings
+        self._own_store: IdempotencyStore | None = None
 
     @classmethod
     @contextmanager
@@ -214,13 +216,28 @@ class AgentRuntime:
         threads = dict.fromkeys(c.config["configurable"]["thread_id"] for c in saver.list(None))
         return [p for t in threads if (p := self.pending(t)) is not None]
 
+    def _store(self) -> IdempotencyStore:
+        """The idempotency store the graph's executor uses (grants live there)."""
+        store = self.parts.executor.store if self.parts else None
+        if isinstance(store, IdempotencyStore):
+            return store
+        if self._own_store is None:
+            self._own_store = IdempotencyStore.from_settings(self.settings)
+        return self._own_store
+
     def answer(self, thread_id: str, answer: ApprovalAnswer) -> RunResult:
         """Apply an approval answer; a refused answer raises and changes nothing but the ledger."""
         request = self.pending(thread_id)
         try:
             if request is None:
                 raise UnknownApprovalError(f"thread {thread_id!r} has no pending approval")
-            check_answer(request, answer, self.parts.tools if self.parts else None)
+            tools = self.parts.tools if self.parts else None
+            # The approver was authenticated by our caller (the CLI's --by, the API's
+            # token): the answer becomes the approval's one answer and, if it approves,
+            # the grant the executor will consume.
+            accept_answer(
+                self._store(), request, answer, tools, ttl_s=self.settings.approval_ttl_seconds
+            )
         except Exception as exc:
             self.ledger.approval(
                 RunContext(thread_id=thread_id, run_id="", node="approval"),

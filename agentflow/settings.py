@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     """How long an in-flight idempotency key is held before its outcome counts as unknown."""
     retention_seconds: int = 24 * 3600
     """How long completed idempotency results are kept."""
+    approval_ttl_seconds: float = 24 * 3600
+    """How long an approval grant stays usable; after it the call is refused (ask again)."""
 
     # --- tracing ------------------------------------------------------------------
     langfuse_public_key: str | None = Field(

@@ -36,6 +36,7 @@ from nodes.act import act_node
 from nodes.approval import approval_node, build_request, needs_approval
 from tools.contract import ToolContext, ToolRegistry, tool
 from tools.executor import GuardedExecutor
+from tools.store import IdempotencyStore
 
 __all__ = ["build", "demo_tools", "graph", "payments", "payments_path", "send_payment"]
 
@@ -174,21 +175,25 @@ def build(
     tools = demo_tools()
     env = NodeEnv(recorder=recorder or NullRecorder(), graph="approvals_demo")
 
+    s = settings or Settings()
+
+    @cache
+    def store() -> IdempotencyStore:
+        # Opened on the first answer or payment, so importing (and LangGraph Server's
+        # start) stays cheap.
+        return IdempotencyStore.from_settings(s)
+
     @cache
     def act() -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
-        # Opened on the first payment, so importing (and LangGraph Server's start) stays cheap.
-        from tools.store import IdempotencyStore
-
-        s = settings or Settings()
-        executor = GuardedExecutor(
-            tools, IdempotencyStore.from_settings(s), lease_s=s.lease_seconds, recorder=env.recorder
-        )
+        executor = GuardedExecutor(tools, store(), lease_s=s.lease_seconds, recorder=env.recorder)
         return act_node(executor, env)
 
     g = StateGraph(AgentState)
     # cast: langgraph's node protocols do not accept a TypedDict state with config (mypy)
     g.add_node("propose", cast(Any, _propose(tools, env)))
-    g.add_node("approval", cast(Any, approval_node(tools, env)))
+    g.add_node(
+        "approval", cast(Any, approval_node(tools, env, store, ttl_s=s.approval_ttl_seconds))
+    )
     g.add_node("act", cast(Any, lambda state, config: act()(state, config)))
     g.add_node("respond", _respond)
     g.add_edge(START, "propose")

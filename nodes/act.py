@@ -1,6 +1,9 @@
 """The act node: hand the step at the cursor to the guarded executor.
 
-The executor applies the consequence-class protocol (keys, retries, approval check). A
+The executor applies the consequence-class protocol (keys, retries, approval grants). An
+irreversible or unknown call runs only if the store holds an approval grant for exactly
+these arguments on this thread; ``assessment["approved"]`` in the state only routes the
+graph, it is never evidence. A
 call that could not run because the idempotency store is down, or because another worker
 holds its key, raises: LangGraph keeps the checkpoint before this node, so resuming the
 thread later runs the step again under the same derived key, and nothing runs twice.
@@ -21,7 +24,7 @@ from tools.executor import GuardedExecutor, ToolCall
 __all__ = ["act_node"]
 
 _STOPS = {
-    "needs_approval": "the call needs an approval it does not have",
+    "needs_approval": "the call has no approval grant for exactly these arguments",
     "outcome_unknown": "a previous attempt's outcome is unknown; a human must check it",
     "refused": "the call was refused",
 }
@@ -42,7 +45,6 @@ def act_node(
             ToolCall(tool=step.tool, args=assessment.get("args", step.args), step=cursor),
             assessment.get("class", "unknown"),
             thread_id=ctx.thread_id,
-            approved=bool(assessment.get("approved")),
             run=ctx,
             recorder=env.recorder_for(config),
         )

@@ -9,6 +9,17 @@ another approval, a digest that is not the pending action's, or an edit that cha
 tool; callers check before resuming so a refused answer changes nothing, and the node
 checks again (re-interrupting) in case an answer arrives by another path.
 
+An accepted answer is not trusted as a value in graph state: :func:`accept_answer`
+records it in the idempotency store as the approval's one answer (the first answer wins,
+from any process) and, for ``approve`` and ``edit``, writes the approval *grant* for
+exactly that action, which the executor consumes when the call begins. Whoever accepts
+the answer must have authenticated the approver: :class:`agentflow.runtime.AgentRuntime`
+(the CLI and the HTTP API) does it before resuming; under LangGraph Server this node does
+it, taking the approver from the server's authenticated user
+(``langgraph_auth_user``, which clients cannot set) and never from the answer's body.
+A resume value that arrives any other way changes the state but writes no grant, so the
+call it "approves" is refused where the effect happens.
+
 Execution after approval goes through the guarded executor under the step's derived
 key, so re-running this node on resume can never repeat the effect.
 """
@@ -16,7 +27,7 @@ key, so re-running this node on resume can never repeat the effect.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
@@ -34,14 +45,18 @@ from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState
 from nodes._common import NodeEnv
 from tools.contract import ToolRegistry
-from tools.keys import canonical_json
+from tools.keys import action_digest, canonical_json, fingerprint
+from tools.store import AnswerResult, IdempotencyStore
 
 __all__ = [
+    "APPROVE_PERMISSION",
     "ApprovalAnswer",
     "ApprovalKind",
     "ApprovalRequest",
+    "accept_answer",
     "action_digest",
     "approval_node",
+    "authenticated_approver",
     "build_request",
     "check_answer",
     "needs_approval",
@@ -49,6 +64,9 @@ __all__ = [
 
 ApprovalKind = Literal["approve", "reject", "edit", "respond"]
 """What an approver can answer."""
+
+APPROVE_PERMISSION = "approve"
+"""The LangGraph Server permission an authenticated user needs to answer an approval."""
 
 
 class ApprovalRequest(BaseModel):
@@ -95,11 +113,6 @@ class ApprovalAnswer(BaseModel):
     """Message back to the agent (``respond``) or a note."""
 
 
-def action_digest(tool: str, args: dict[str, Any]) -> str:
-    """What an approval approves: the sha256 of canonical {tool, args}."""
-    return hashlib.sha256(canonical_json({"tool": tool, "args": args}).encode()).hexdigest()
-
-
 def needs_approval(assessment: dict[str, Any] | None) -> bool:
     """True when the assessed call may not run before a human approves it."""
     if not assessment:
@@ -136,6 +149,77 @@ def check_answer(
                 raise ApprovalError(f"edited arguments do not validate: {exc.message}") from exc
 
 
+def accept_answer(
+    store: IdempotencyStore,
+    request: ApprovalRequest,
+    answer: ApprovalAnswer,
+    tools: ToolRegistry | None,
+    *,
+    ttl_s: float,
+) -> AnswerResult:
+    """Check ``answer`` and record it as the approval's one answer, granting approve/edit.
+
+    The caller vouches that ``answer.approver`` is authenticated. The grant is for the
+    action's canonical arguments (the edited ones for ``edit``) on the request's thread,
+    valid ``ttl_s`` seconds. Raises :class:`ApprovalError` when the answer does not fit
+    the request or another answer to it was accepted first (nothing changes then).
+    """
+    check_answer(request, answer, tools)
+    digest: str | None = None
+    if answer.decision in ("approve", "edit"):
+        args = answer.args if answer.decision == "edit" else request.args
+        if tools is not None and request.tool in tools:
+            args = tools.get(request.tool).parse_args(args or {})[1]
+        digest = action_digest(request.tool, args)
+    result = store.answer(
+        approval_id=request.approval_id,
+        thread_id=request.thread_id,
+        answer_fp=fingerprint(answer.model_dump(mode="json")),
+        decision=answer.decision,
+        approver=answer.approver,
+        grant_digest=digest,
+        grant_ttl_s=ttl_s,
+        edit=answer.decision == "edit",
+    )
+    if result.status == "answered":
+        raise ApprovalError(
+            f"approval {request.approval_id} was already answered ({result.decision} by "
+            f"{result.approver}); this answer changes nothing",
+            hint="reload the thread: it has moved on",
+        )
+    return result
+
+
+def _check_accepted(
+    store: IdempotencyStore, request: ApprovalRequest, answer: ApprovalAnswer
+) -> None:
+    """Refuse a resume value that is not the answer an authenticated path accepted."""
+    accepted = store.answered(request.approval_id)
+    if accepted is None or accepted[0] != fingerprint(answer.model_dump(mode="json")):
+        raise ApprovalError(
+            "this answer was not accepted for an authenticated approver",
+            hint="answer through `agentflow resume`, the HTTP API, or LangGraph Server with "
+            "an approver's token",
+        )
+
+
+def authenticated_approver(config: RunnableConfig | None) -> str | None:
+    """The LangGraph Server user answering, if the server authenticated one allowed to approve."""
+    conf: Mapping[str, Any] = (config or {}).get("configurable", {})
+    user = conf.get("langgraph_auth_user")
+    if user is None:
+        return None
+    permissions = list(
+        conf.get("langgraph_auth_permissions") or getattr(user, "permissions", None) or ()
+    )
+    identity = getattr(user, "identity", None)
+    if identity is None and isinstance(user, Mapping):
+        identity = user.get("identity")
+    if not identity or APPROVE_PERMISSION not in permissions:
+        return None
+    return str(identity)
+
+
 def build_request(
     assessment: dict[str, Any], cursor: int, goal: str, thread_id: str
 ) -> ApprovalRequest:
@@ -156,9 +240,18 @@ def build_request(
 
 
 def approval_node(
-    tools: ToolRegistry, env: NodeEnv
+    tools: ToolRegistry,
+    env: NodeEnv,
+    store: Callable[[], IdempotencyStore] | None = None,
+    *,
+    ttl_s: float = 24 * 3600,
 ) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
-    """A node that waits for a valid human answer and applies it."""
+    """A node that waits for a valid human answer and applies it.
+
+    ``store`` opens the idempotency store the executor uses; with it, an answer given
+    through LangGraph Server by an authenticated user with the ``approve`` permission is
+    accepted here (:func:`accept_answer`, grant valid ``ttl_s``), as that user.
+    """
 
     def gate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         ctx = env.context(config, "approval")
@@ -182,7 +275,15 @@ def approval_node(
                 raise
             try:
                 answer = ApprovalAnswer.model_validate(raw)
-                check_answer(request, answer, tools)
+                server_user = authenticated_approver(config)
+                if server_user is not None and store is not None:
+                    # The server says who is answering; the body's name is not evidence.
+                    answer = answer.model_copy(update={"approver": server_user})
+                    accept_answer(store(), request, answer, tools, ttl_s=ttl_s)
+                else:
+                    check_answer(request, answer, tools)
+                    if store is not None:
+                        _check_accepted(store(), request, answer)
                 break
             except (ValidationError, ApprovalError) as exc:
                 # Refused: the action stays pending and we wait for another answer.
@@ -191,7 +292,8 @@ def approval_node(
                     tool=request.tool,
                     digest=request.digest,
                     decision="refused",
-                    approver=(raw or {}).get("approver") if isinstance(raw, dict) else None,
+                    approver=authenticated_approver(config)
+                    or ((raw or {}).get("approver") if isinstance(raw, dict) else None),
                     reason=str(exc)[:500],
                     payload=request.model_dump(mode="json"),
                 )

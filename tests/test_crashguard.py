@@ -22,9 +22,10 @@ def test_never_reached():
 """
 
 
-def test_a_segfault_names_the_test_and_fails_the_run(tmp_path: Path) -> None:
-    (tmp_path / "test_boom.py").write_text(_TESTS)
-    out = subprocess.run(
+def _guarded(tmp_path: Path, name: str, text: str) -> subprocess.CompletedProcess[str]:
+    """``python -m tests.crashguard`` on one test file written to ``tmp_path``."""
+    (tmp_path / name).write_text(text)
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -34,7 +35,7 @@ def test_a_segfault_names_the_test_and_fails_the_run(tmp_path: Path) -> None:
             "no:cacheprovider",
             "--rootdir",
             str(tmp_path),
-            str(tmp_path / "test_boom.py"),
+            str(tmp_path / name),
         ],
         cwd=ROOT,
         capture_output=True,
@@ -42,6 +43,9 @@ def test_a_segfault_names_the_test_and_fails_the_run(tmp_path: Path) -> None:
         timeout=120,
     )
 
+
+def test_a_segfault_names_the_test_and_fails_the_run(tmp_path: Path) -> None:
+    out = _guarded(tmp_path, "test_boom.py", _TESTS)
     assert out.returncode == 128 + 11, out.stdout + out.stderr
     assert (
         "FAILED test_boom.py::test_native_crash - the test process died with SIGSEGV" in out.stdout
@@ -50,23 +54,5 @@ def test_a_segfault_names_the_test_and_fails_the_run(tmp_path: Path) -> None:
 
 
 def test_a_normal_run_keeps_pytests_exit_code(tmp_path: Path) -> None:
-    (tmp_path / "test_ok.py").write_text("def test_ok():\n    assert True\n")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.crashguard",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path / "test_ok.py"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
+    out = _guarded(tmp_path, "test_ok.py", "def test_ok():\n    assert True\n")
     assert out.returncode == 0 and "1 passed" in out.stdout

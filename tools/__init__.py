@@ -9,8 +9,9 @@ class under a key derived from (thread, step, tool, arguments), against an
 
     store = IdempotencyStore.from_settings(get_settings())
     executor = GuardedExecutor(ToolRegistry([refund]), store)
-    result = executor.execute(ToolCall(tool="refund", args={...}, step=2),
-                              "irreversible", thread_id=thread_id, approved=True)
+    call = ToolCall(tool="refund", args={...}, step=2)
+    executor.grant(call, thread_id=thread_id, approver="alice")  # alice is authenticated
+    result = executor.execute(call, "irreversible", thread_id=thread_id)
 
 This package imports only agentflow's core (errors, settings, consequence, recording).
 """

@@ -61,6 +61,8 @@ class Begin:
     """How long the lease lasts."""
     reclaim: bool
     """Whether an expired lease may be taken over (re-run)."""
+    grant: str | None = None
+    """Approval grant key a new lease must consume (irreversible and unknown calls)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def perform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> A
         return None
     assert isinstance(store, IdempotencyStore)  # the protocol only asks with a store
     if isinstance(op, Begin):
-        return store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim)
+        return store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim, grant=op.grant)
     if isinstance(op, Complete):
         return store.complete(op.key, op.token, op.output)
     return store.fail(op.key, op.token, op.error, retryable=op.retryable)
@@ -161,7 +163,7 @@ async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: O
         return await asyncio.to_thread(perform, store, op)
     assert store is not None
     if isinstance(op, Begin):
-        return await store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim)
+        return await store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim, grant=op.grant)
     if isinstance(op, Complete):
         return await store.complete(op.key, op.token, op.output)
     return await store.fail(op.key, op.token, op.error, retryable=op.retryable)

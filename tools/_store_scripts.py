@@ -6,8 +6,11 @@ with EVALSHA. Time comes from the server (``TIME``), never from a worker's clock
 
 from __future__ import annotations
 
-__all__ = ["BEGIN", "COMPLETE", "FAIL", "SETTLE"]
+__all__ = ["ANSWER", "BEGIN", "COMPLETE", "FAIL", "SETTLE"]
 
+# KEYS[2], when given, is the approval grant a new lease must consume (irreversible and
+# unknown calls): unexpired, for this fingerprint, and not used by another key. A key
+# whose record is completed replays without one; nothing runs.
 BEGIN = """
 local key, fp, token = KEYS[1], ARGV[1], ARGV[2]
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -16,6 +19,16 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local r = redis.call('HMGET', key, 'state', 'fp', 'token', 'deadline', 'result', 'error',
                      'attempt', 'via')
 if not r[1] then
+  if KEYS[2] then
+    local g = redis.call('HMGET', KEYS[2], 'digest', 'expires', 'used_by')
+    if not g[1] then return {'no_grant', '0', 'no approval grant for this exact call', ''} end
+    if g[1] ~= fp then return {'no_grant', '0', 'the grant is for another call', ''} end
+    if now >= tonumber(g[2]) then return {'no_grant', '0', 'the approval has expired', ''} end
+    if g[3] and g[3] ~= '' and g[3] ~= key then
+      return {'no_grant', '0', 'the approval was already used for another call', ''}
+    end
+    redis.call('HSET', KEYS[2], 'used_by', key)
+  end
   redis.call('HSET', key, 'state', 'in_flight', 'fp', fp, 'token', token,
              'deadline', string.format('%d', now + lease), 'attempt', '1', 'via', 'new',
              'created', string.format('%d', now))
@@ -70,4 +83,30 @@ if not state or state == 'completed' then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'completed', 'result', ARGV[1], 'token', '')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
 return 1
+"""
+
+# One answer per approval, from any process: the first answer's fingerprint is kept and a
+# different later answer is refused; the same answer again (LangGraph replays resume values
+# when it re-runs a node) is accepted. An approving answer writes the grant (KEYS[2]) in
+# the same step, so a grant exists only for the answer that won.
+ANSWER = """
+local fp, retention = ARGV[1], tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local old = redis.call('HMGET', KEYS[1], 'fp', 'decision', 'approver')
+if old[1] then
+  if old[1] == fp then return {'same', old[2], old[3]} end
+  return {'answered', old[2], old[3]}
+end
+redis.call('HSET', KEYS[1], 'fp', fp, 'decision', ARGV[3], 'approver', ARGV[4],
+           'at', string.format('%d', now))
+redis.call('PEXPIRE', KEYS[1], retention)
+if KEYS[2] then
+  local ttl = tonumber(ARGV[6])
+  redis.call('HSET', KEYS[2], 'digest', ARGV[5], 'approver', ARGV[4], 'approval_id', ARGV[7],
+             'edit', ARGV[8], 'granted', string.format('%d', now),
+             'expires', string.format('%d', now + ttl), 'used_by', '')
+  redis.call('PEXPIRE', KEYS[2], ttl + retention)
+end
+return {'recorded', ARGV[3], ARGV[4]}
 """

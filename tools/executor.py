@@ -6,9 +6,16 @@ class           protocol
 safe            run now, no store; retries allowed
 retry_safe      run under the derived key; retries reuse the key
 retry_unsafe    run once under the key; a failure is not retried and is flagged
-irreversible    only with ``approved=True``, then once under the key
-unknown         only with ``approved=True`` (a human's verdict), then like irreversible
+irreversible    only with an approval grant for exactly this call, then once under the key
+unknown         like irreversible: a human's grant first
 ==============  =====================================================================
+
+An approval grant is a record in the idempotency store, written when an authenticated
+approver's answer is accepted (:meth:`IdempotencyStore.answer`), for one thread and one
+action digest (tool and canonical arguments). Beginning an irreversible or unknown call
+consumes it in the same atomic step that takes the lease, so nothing a caller passes,
+and nothing in graph state, can stand in for it: other arguments, another thread, an
+expired or already used grant all answer ``needs_approval`` and the tool does not run.
 
 The class a call runs under is never below the tool's declared floor (see
 :func:`agentflow.consequence.apply_floor`). What the store answers decides the rest:
@@ -56,7 +63,7 @@ from tools._protocol import (
     settled,
 )
 from tools.contract import ToolContext, ToolRegistry, ToolSpec
-from tools.keys import derive_key, fingerprint, key_prefix
+from tools.keys import action_digest, derive_key, grant_key, key_prefix
 from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore, RetryPolicy
 
 __all__ = ["ExecutionResult", "GuardedExecutor", "ToolCall"]
@@ -131,6 +138,38 @@ class GuardedExecutor:
                 hint="leave namespace unset to use the store's",
             )
 
+    def grant(
+        self,
+        call: ToolCall,
+        *,
+        thread_id: str,
+        approver: str,
+        approval_id: str | None = None,
+        ttl_s: float = 24 * 3600,
+    ) -> str:
+        """Grant one run of ``call`` on ``thread_id``, as ``approver``; returns its digest.
+
+        For code that authenticated ``approver`` itself (a custom graph, a script); the
+        graphs' approval gate does this through :func:`nodes.approval.accept_answer`. Raises
+        :class:`ToolError` for an unknown tool or invalid arguments.
+        """
+        if not isinstance(self.store, IdempotencyStore):
+            raise ConfigurationError(
+                "granting needs a synchronous idempotency store", hint="pass an IdempotencyStore"
+            )
+        _, json_args = self.tools.get(call.tool).parse_args(call.args)
+        digest = action_digest(call.tool, json_args)
+        self.store.answer(
+            approval_id=approval_id or f"grant_{digest[:16]}_{thread_id}_{call.step}",
+            thread_id=thread_id,
+            answer_fp=digest,
+            decision="approve",
+            approver=approver,
+            grant_digest=digest,
+            grant_ttl_s=ttl_s,
+        )
+        return digest
+
     # --- drivers ----------------------------------------------------------------
 
     def execute(
@@ -139,7 +178,6 @@ class GuardedExecutor:
         consequence: ConsequenceClass,
         *,
         thread_id: str,
-        approved: bool = False,
         run: RunContext | None = None,
         recorder: Recorder | None = None,
     ) -> ExecutionResult:
@@ -151,7 +189,7 @@ class GuardedExecutor:
             raise ConfigurationError(
                 "execute() needs a synchronous IdempotencyStore", hint="use aexecute()"
             )
-        gen = self._protocol(call, consequence, thread_id, approved, run, recorder, sync=True)
+        gen = self._protocol(call, consequence, thread_id, run, recorder, sync=True)
         value: Any = None
         error: StoreUnavailableError | None = None
         while True:
@@ -171,12 +209,11 @@ class GuardedExecutor:
         consequence: ConsequenceClass,
         *,
         thread_id: str,
-        approved: bool = False,
         run: RunContext | None = None,
         recorder: Recorder | None = None,
     ) -> ExecutionResult:
         """Same as :meth:`execute`, on the event loop (async store and async tools native)."""
-        gen = self._protocol(call, consequence, thread_id, approved, run, recorder, sync=False)
+        gen = self._protocol(call, consequence, thread_id, run, recorder, sync=False)
         value: Any = None
         error: StoreUnavailableError | None = None
         while True:
@@ -197,7 +234,6 @@ class GuardedExecutor:
         call: ToolCall,
         consequence: ConsequenceClass,
         thread_id: str,
-        approved: bool,
         run: RunContext | None,
         recorder: Recorder | None,
         *,
@@ -213,8 +249,6 @@ class GuardedExecutor:
             return done(consequence, "refused", error=str(exc))
         if sync and spec.is_async:
             return done(cls, "refused", error=f"tool {spec.name!r} is async; use aexecute()")
-        if cls in ("irreversible", "unknown") and not approved:
-            return done(cls, "needs_approval", error=f"{cls} call needs a human's approval")
         if cls == "safe":
             ran, n = yield from self._attempts(
                 spec, kwargs, None, thread_id, call.step, 1, True, done, cls
@@ -230,12 +264,17 @@ class GuardedExecutor:
         if self.store is None:
             msg = str(StoreUnavailableError("no idempotency store is configured"))
             return done(cls, "refused", key=key, error=msg, retryable=True)
-        fp = fingerprint({"tool": spec.name, "args": json_args})
+        fp = action_digest(spec.name, json_args)
         reclaim = cls == "retry_safe" and spec.forwards_key
+        needs_grant = cls in ("irreversible", "unknown")
+        grant = grant_key(self.namespace, thread_id, fp) if needs_grant else None
         try:
-            begin: BeginResult = yield Begin(key, fp, self.lease_s, reclaim)
+            begin: BeginResult = yield Begin(key, fp, self.lease_s, reclaim, grant)
         except StoreUnavailableError as exc:
             return done(cls, "refused", key=key, error=str(exc), retryable=True)
+        if begin.status == "no_grant":
+            msg = f"{cls} call needs a human's approval: {begin.error}"
+            return done(cls, "needs_approval", error=msg)
         if not begin.holds_lease:
             return settled(done, cls, begin)
 

@@ -19,7 +19,15 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-__all__ = ["canonical_json", "derive_key", "fingerprint", "key_prefix"]
+__all__ = [
+    "action_digest",
+    "answer_key",
+    "canonical_json",
+    "derive_key",
+    "fingerprint",
+    "grant_key",
+    "key_prefix",
+]
 
 # Above 2**53 a float no longer holds every integer exactly; leave such floats as floats.
 _EXACT_INT_LIMIT = 2**53
@@ -84,3 +92,23 @@ def derive_key(namespace: str, thread_id: str, step: int, tool: str, args: Any) 
     material = canonical_json([thread_id, step, tool, args])
     digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
     return f"{key_prefix(namespace)}{digest}"
+
+
+def action_digest(tool: str, args: Any) -> str:
+    """What an approval approves: the sha256 of canonical ``{tool, args}``.
+
+    It is also the fingerprint the executor stores with the call's key, so a grant and a
+    call are compared by the same text.
+    """
+    return fingerprint({"tool": tool, "args": args})
+
+
+def grant_key(namespace: str, thread_id: str, digest: str) -> str:
+    """Where the approval grant for action ``digest`` on ``thread_id`` is kept."""
+    material = canonical_json([thread_id, digest])
+    return f"{namespace}:grant:{hashlib.sha256(material.encode('utf-8')).hexdigest()}"
+
+
+def answer_key(namespace: str, approval_id: str) -> str:
+    """Where the one accepted answer to ``approval_id`` is kept."""
+    return f"{namespace}:answer:{hashlib.sha256(approval_id.encode('utf-8')).hexdigest()}"

@@ -43,15 +43,23 @@ from redis.retry import Retry
 
 from agentflow.errors import IdempotencyError, StoreUnavailableError
 from agentflow.settings import Settings
+from tools._store_scripts import ANSWER as _ANSWER
 from tools._store_scripts import BEGIN as _BEGIN
 from tools._store_scripts import COMPLETE as _COMPLETE
 from tools._store_scripts import FAIL as _FAIL
 from tools._store_scripts import SETTLE as _SETTLE
-from tools.keys import key_prefix
+from tools.keys import answer_key, grant_key, key_prefix
 
-__all__ = ["AsyncIdempotencyStore", "BeginResult", "BeginStatus", "IdempotencyStore", "RetryPolicy"]
+__all__ = [
+    "AnswerResult",
+    "AsyncIdempotencyStore",
+    "BeginResult",
+    "BeginStatus",
+    "IdempotencyStore",
+    "RetryPolicy",
+]
 
-BeginStatus = Literal["new", "in_flight", "completed", "mismatch", "expired", "failed"]
+BeginStatus = Literal["new", "in_flight", "completed", "mismatch", "expired", "failed", "no_grant"]
 """What ``begin`` found: see :class:`BeginResult`."""
 
 
@@ -84,6 +92,8 @@ class BeginResult:
     - ``expired``: a lease ended without a result, the outcome is unknown. With
       ``reclaim=True`` you now hold a new lease (``token`` set); otherwise nothing changed.
     - ``failed``: a non-retryable failure is stored (``error``); do not run again.
+    - ``no_grant``: the call needs an approval grant and there is no usable one
+      (``error`` says why: none, another call's, expired, used); nothing changed.
     """
 
     status: BeginStatus
@@ -95,7 +105,7 @@ class BeginResult:
     result: Any = None
     """Stored result (``completed``)."""
     error: str | None = None
-    """Stored error (``failed``)."""
+    """Stored error (``failed``) or why the grant did not count (``no_grant``)."""
     attempt: int = 0
     """Leases granted on this key so far (this one included)."""
     retry_after_s: float | None = None
@@ -105,6 +115,23 @@ class BeginResult:
     def holds_lease(self) -> bool:
         """True when the caller may run the tool now."""
         return self.token is not None
+
+
+@dataclass(frozen=True)
+class AnswerResult:
+    """What :meth:`IdempotencyStore.answer` found: the first answer to an approval wins.
+
+    - ``recorded``: this answer is the approval's answer (and its grant, if any, exists);
+    - ``same``: this very answer was recorded before (a replay): nothing changed;
+    - ``answered``: another answer won; ``decision`` and ``approver`` are that answer's.
+    """
+
+    status: Literal["recorded", "same", "answered"]
+    """See above."""
+    decision: str
+    """The winning answer's decision."""
+    approver: str
+    """Who gave the winning answer."""
 
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)
@@ -138,7 +165,7 @@ def _parse_begin(key: str, reply: list[Any]) -> BeginResult:
         token=token or None,
         attempt=int(attempt or 0),
         result=json.loads(payload) if status == "completed" else None,
-        error=payload if status == "failed" else None,
+        error=payload if status in ("failed", "no_grant") else None,
         retry_after_s=float(payload) / 1000 if status == "in_flight" else None,
     )
 
@@ -173,6 +200,38 @@ class _StoreBase:
     def _begin_args(self, fp: str, token: str, lease_s: float | None, reclaim: bool) -> list[str]:
         lease_ms = round((self.lease_s if lease_s is None else lease_s) * 1000)
         return [fp, token, str(max(1, lease_ms)), str(self._retention_ms), "1" if reclaim else "0"]
+
+    def _begin_keys(self, key: str, grant: str | None) -> list[str]:
+        self._check(key)
+        if grant is not None and not grant.startswith(f"{self.namespace}:grant:"):
+            raise IdempotencyError(f"grant key {grant!r} is outside namespace {self.namespace!r}")
+        return [key] if grant is None else [key, grant]
+
+    def _answer_call(
+        self,
+        approval_id: str,
+        thread_id: str,
+        answer_fp: str,
+        decision: str,
+        approver: str,
+        grant_digest: str | None,
+        grant_ttl_s: float,
+        edit: bool,
+    ) -> tuple[list[str], list[str]]:
+        keys = [answer_key(self.namespace, approval_id)]
+        if grant_digest is not None:
+            keys.append(grant_key(self.namespace, thread_id, grant_digest))
+        args = [
+            answer_fp,
+            str(self._retention_ms),
+            decision,
+            approver,
+            grant_digest or "",
+            str(max(1, round(grant_ttl_s * 1000))),
+            approval_id,
+            "1" if edit else "0",
+        ]
+        return keys, args
 
     @property
     def _retention_ms(self) -> int:
@@ -210,6 +269,7 @@ class IdempotencyStore(_StoreBase):
         self._complete = client.register_script(_COMPLETE)
         self._fail = client.register_script(_FAIL)
         self._settle = client.register_script(_SETTLE)
+        self._answer = client.register_script(_ANSWER)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> IdempotencyStore:
@@ -245,13 +305,52 @@ class IdempotencyStore(_StoreBase):
                 raise self._unavailable(exc) from exc
 
     def begin(
-        self, key: str, fingerprint: str, lease_s: float | None = None, *, reclaim: bool = False
+        self,
+        key: str,
+        fingerprint: str,
+        lease_s: float | None = None,
+        *,
+        reclaim: bool = False,
+        grant: str | None = None,
     ) -> BeginResult:
-        """Try to take the lease on ``key``; see :class:`BeginResult` for the answers."""
-        self._check(key)
+        """Try to take the lease on ``key``; see :class:`BeginResult` for the answers.
+
+        ``grant`` (a :func:`tools.keys.grant_key`) makes a new lease need an unexpired
+        approval grant for ``fingerprint`` not used by another key; it is consumed in the
+        same atomic step.
+        """
+        keys = self._begin_keys(key, grant)
         args = self._begin_args(fingerprint, uuid.uuid4().hex, lease_s, reclaim)
-        reply = self._run(self._begin, keys=[key], args=args)
+        reply = self._run(self._begin, keys=keys, args=args)
         return _parse_begin(key, reply)
+
+    def answer(
+        self,
+        *,
+        approval_id: str,
+        thread_id: str,
+        answer_fp: str,
+        decision: str,
+        approver: str,
+        grant_digest: str | None = None,
+        grant_ttl_s: float = 24 * 3600,
+        edit: bool = False,
+    ) -> AnswerResult:
+        """Record the one answer to ``approval_id``; with ``grant_digest``, grant that action.
+
+        The first answer wins across every process; see :class:`AnswerResult`.
+        """
+        keys, args = self._answer_call(
+            approval_id, thread_id, answer_fp, decision, approver, grant_digest, grant_ttl_s, edit
+        )
+        status, won, by = self._run(self._answer, keys=keys, args=args)
+        return AnswerResult(status=status, decision=str(won), approver=str(by))
+
+    def answered(self, approval_id: str) -> tuple[str, str, str] | None:
+        """The accepted answer to ``approval_id``: (fingerprint, decision, approver), or None."""
+        fields = ("fp", "decision", "approver")
+        got = self._run(self.client.hmget, answer_key(self.namespace, approval_id), fields)
+        return None if not got or got[0] is None else (str(got[0]), str(got[1]), str(got[2]))
 
     def complete(self, key: str, token: str, result: Any) -> bool:
         """Store ``result`` if ``token`` still holds the lease; False when it does not."""
@@ -311,6 +410,7 @@ class AsyncIdempotencyStore(_StoreBase):
         self._complete = client.register_script(_COMPLETE)
         self._fail = client.register_script(_FAIL)
         self._settle = client.register_script(_SETTLE)
+        self._answer = client.register_script(_ANSWER)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncIdempotencyStore:
@@ -345,13 +445,52 @@ class AsyncIdempotencyStore(_StoreBase):
                 raise self._unavailable(exc) from exc
 
     async def begin(
-        self, key: str, fingerprint: str, lease_s: float | None = None, *, reclaim: bool = False
+        self,
+        key: str,
+        fingerprint: str,
+        lease_s: float | None = None,
+        *,
+        reclaim: bool = False,
+        grant: str | None = None,
     ) -> BeginResult:
-        """Try to take the lease on ``key``; see :class:`BeginResult` for the answers."""
-        self._check(key)
+        """Try to take the lease on ``key``; see :class:`BeginResult` for the answers.
+
+        ``grant`` (a :func:`tools.keys.grant_key`) makes a new lease need an unexpired
+        approval grant for ``fingerprint`` not used by another key; it is consumed in the
+        same atomic step.
+        """
+        keys = self._begin_keys(key, grant)
         args = self._begin_args(fingerprint, uuid.uuid4().hex, lease_s, reclaim)
-        reply = await self._run(self._begin, keys=[key], args=args)
+        reply = await self._run(self._begin, keys=keys, args=args)
         return _parse_begin(key, reply)
+
+    async def answer(
+        self,
+        *,
+        approval_id: str,
+        thread_id: str,
+        answer_fp: str,
+        decision: str,
+        approver: str,
+        grant_digest: str | None = None,
+        grant_ttl_s: float = 24 * 3600,
+        edit: bool = False,
+    ) -> AnswerResult:
+        """Record the one answer to ``approval_id``; with ``grant_digest``, grant that action.
+
+        The first answer wins across every process; see :class:`AnswerResult`.
+        """
+        keys, args = self._answer_call(
+            approval_id, thread_id, answer_fp, decision, approver, grant_digest, grant_ttl_s, edit
+        )
+        status, won, by = await self._run(self._answer, keys=keys, args=args)
+        return AnswerResult(status=status, decision=str(won), approver=str(by))
+
+    async def answered(self, approval_id: str) -> tuple[str, str, str] | None:
+        """The accepted answer to ``approval_id``: (fingerprint, decision, approver), or None."""
+        fields = ("fp", "decision", "approver")
+        got = await self._run(self.client.hmget, answer_key(self.namespace, approval_id), fields)
+        return None if not got or got[0] is None else (str(got[0]), str(got[1]), str(got[2]))
 
     async def complete(self, key: str, token: str, result: Any) -> bool:
         """Store ``result`` if ``token`` still holds the lease; False when it does not."""

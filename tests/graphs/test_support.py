@@ -11,7 +11,12 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agentflow.errors import ApprovalError, DigestMismatchError, UnknownApprovalError
+from agentflow.errors import (
+    ApprovalError,
+    DigestMismatchError,
+    StoreUnavailableError,
+    UnknownApprovalError,
+)
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
 from graphs import support
@@ -252,17 +257,17 @@ def test_store_outage_fails_closed_and_the_thread_resumes(
         p = res.pending_approval
         before = len(db.refunds("58812"))
         private.stop()
-        out = rt2.answer(
-            res.thread_id,
-            ApprovalAnswer(
-                approval_id=p["approval_id"], decision="approve", approver="sam", digest=p["digest"]
-            ),
+        answer = ApprovalAnswer(
+            approval_id=p["approval_id"], decision="approve", approver="sam", digest=p["digest"]
         )
-        assert out.status == "failed" and out.resumable
-        assert "StoreUnavailable" in (out.outcome or "")
-        assert len(db.refunds("58812")) == before  # failed closed: nothing ran
+        # The approval cannot be recorded (its grant lives in the store): nothing is
+        # accepted, nothing runs, and the thread still waits for the answer.
+        with pytest.raises(StoreUnavailableError):
+            rt2.answer(res.thread_id, answer)
+        assert len(db.refunds("58812")) == before
+        assert rt2.pending(res.thread_id) is not None
         private.start()
-        done = rt2.retry(res.thread_id)
+        done = rt2.answer(res.thread_id, answer)
         assert done.status == "done", done.outcome
         assert len(db.refunds("58812")) == before + 1
         assert rt2.retry(res.thread_id).status == "done"  # a second resume repeats nothing

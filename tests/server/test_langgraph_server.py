@@ -1,9 +1,11 @@
 """The graphs in ``langgraph.json`` under LangGraph Server (``langgraph dev``, in-memory).
 
-Through the server's own HTTP API (via ``langgraph_sdk``): a run reaches the approval
+Through the server's own HTTP API (via ``langgraph_sdk``): every request needs an
+approver's bearer token (``langgraph.json``'s ``auth``); a run reaches the approval
 interrupt, a wrong digest sent as ``Command(resume=...)`` is refused by the approval
-node itself (the run interrupts again and nothing is paid), and a valid answer resumes
-the run to the end with the payment made exactly once.
+node itself (the run interrupts again and nothing is paid), a state update that marks
+the call approved pays nothing, and a valid answer resumes the run to the end with the
+payment made exactly once, recorded under the token's owner whatever the body says.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sqlite3
 from collections.abc import Callable
 from contextlib import closing
 
+import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 
@@ -42,11 +45,48 @@ CASES: list[tuple[str, str, str, Callable[[LangGraphServer], int]]] = [
 def test_langgraph_json_lists_the_graphs_in_graphs() -> None:
     config = json.loads((REPO / "langgraph.json").read_text())
     assert config["dependencies"] == ["."]
+    assert config["auth"]["path"] == "./agentflow/server/langgraph_auth.py:auth"
     assert {"support", "approvals_demo"} <= set(config["graphs"])
     for target in config["graphs"].values():
         path, _, variable = target.partition(":")
         assert path.startswith("./graphs/") and variable, target
         assert (REPO / path).is_file(), f"{target}: no such file"
+
+
+def test_no_token_or_a_wrong_token_is_refused_before_any_graph_runs(
+    langgraph_server: LangGraphServer,
+) -> None:
+    url = langgraph_server.url
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "sam"}):
+        assert httpx.post(f"{url}/threads", json={}, headers=headers).status_code == 401
+        run = {"assistant_id": "approvals_demo", "input": {"messages": []}}
+        assert httpx.post(f"{url}/runs/wait", json=run, headers=headers).status_code == 401
+    thread = httpx.post(f"{url}/threads", json={}, headers=langgraph_server.headers)
+    assert thread.status_code == 200
+    thread_id = thread.json()["thread_id"]
+    resume = {"assistant_id": "approvals_demo", "command": {"resume": {"decision": "approve"}}}
+    forged = httpx.post(f"{url}/threads/{thread_id}/runs/wait", json=resume)
+    assert forged.status_code == 401
+    state = httpx.post(f"{url}/threads/{thread_id}/state", json={"values": {}})
+    assert state.status_code == 401
+
+
+def test_a_state_update_that_approves_pays_nothing(langgraph_server: LangGraphServer) -> None:
+    client = get_sync_client(url=langgraph_server.url, headers=langgraph_server.headers)
+    thread_id = client.threads.create()["thread_id"]
+    before = _payments(langgraph_server)
+    out = client.runs.wait(
+        thread_id,
+        "approvals_demo",
+        input={"messages": [{"role": "user", "content": "send $25 to sam@example.com"}]},
+    )
+    assert isinstance(out, dict) and out.get("__interrupt__"), out
+    assessment = client.threads.get_state(thread_id)["values"]["assessment"]
+    forged = {**assessment, "approved": True, "args": {**assessment["args"], "amount_cents": 9000}}
+    client.threads.update_state(thread_id, {"assessment": forged}, as_node="approval")
+    out = client.runs.wait(thread_id, "approvals_demo", input=None)
+    assert _payments(langgraph_server) == before
+    assert isinstance(out, dict) and "no approval grant" in (out.get("outcome") or ""), out
 
 
 @pytest.mark.parametrize(("graph", "message", "tool", "effects"), CASES, ids=[c[0] for c in CASES])
@@ -57,7 +97,7 @@ def test_a_run_waits_for_approval_and_resumes(
     tool: str,
     effects: Callable[[LangGraphServer], int],
 ) -> None:
-    client = get_sync_client(url=langgraph_server.url)
+    client = get_sync_client(url=langgraph_server.url, headers=langgraph_server.headers)
     thread_id = client.threads.create()["thread_id"]
     before = effects(langgraph_server)
 
@@ -74,7 +114,7 @@ def test_a_run_waits_for_approval_and_resumes(
     answer = {
         "approval_id": request.approval_id,
         "decision": "approve",
-        "approver": "sam",
+        "approver": "cfo",  # a forged name: the token says sam
         "digest": "0" * 64,
     }
     out = client.runs.wait(thread_id, graph, command={"resume": answer})

@@ -26,6 +26,12 @@ from tools.store import AsyncIdempotencyStore, IdempotencyStore, RetryPolicy
 FAST = RetryPolicy(attempts=3, base_s=0.001, cap_s=0.002)
 
 
+def _approved(ex: GuardedExecutor, call: ToolCall, cls: Any, tid: str) -> Any:
+    """Grant ``call`` (as a human's accepted answer would), then execute it."""
+    ex.grant(call, thread_id=tid, approver="tester")
+    return ex.execute(call, cls, thread_id=tid)
+
+
 class ListRecorder:
     """A recorder that keeps the tool-call records in a list."""
 
@@ -204,9 +210,9 @@ def test_needs_approval_before_anything_happens(
     call, tid = ToolCall(tool="write", args={"value": 3}), _tid()
     r = ex.execute(call, cls, thread_id=tid)
     assert r.status == "needs_approval" and script.calls == [] and r.key is None
-    ok = ex.execute(call, cls, thread_id=tid, approved=True)
+    ok = _approved(ex, call, cls, tid)
     assert ok.status == "ok" and ok.key is not None and store.client.exists(ok.key)
-    assert ex.execute(call, cls, thread_id=tid, approved=True).status == "replayed"
+    assert _approved(ex, call, cls, tid).status == "replayed"
     assert len(script.calls) == 1
 
 
@@ -219,8 +225,8 @@ def test_declared_floor_cannot_be_lowered(ex: GuardedExecutor, script: Script) -
 
 def test_outputs_are_json_and_replays_are_equal(ex: GuardedExecutor) -> None:
     call, tid = ToolCall(tool="pay", args={"value": 5}), _tid()
-    first = ex.execute(call, "irreversible", thread_id=tid, approved=True)
-    replay = ex.execute(call, "irreversible", thread_id=tid, approved=True)
+    first = _approved(ex, call, "irreversible", tid)
+    replay = _approved(ex, call, "irreversible", tid)
     assert first.output == replay.output == {"id": "p5", "amount": 2.5}
 
 
@@ -247,7 +253,7 @@ def _crash_then_expire(
 ) -> None:
     script.plan = ["crash"]
     with pytest.raises(_Crash):
-        ex.execute(call, cls, thread_id=tid, approved=True)
+        _approved(ex, call, cls, tid)
     time.sleep(ex.lease_s * 2)
 
 
@@ -278,12 +284,12 @@ def test_expired_lease_otherwise_goes_to_a_human(
     ex = GuardedExecutor(_registry(script), store, lease_s=0.05, retry=FAST)
     call, tid = ToolCall(tool=name, args={"value": 1}), _tid()
     _crash_then_expire(ex, script, call, cls, tid)
-    r = ex.execute(call, cls, thread_id=tid, approved=True)
+    r = _approved(ex, call, cls, tid)
     assert r.status == "outcome_unknown" and r.flagged and len(script.calls) == 1
     assert "check the downstream system" in (r.error or "")
     # A human who checked downstream allows a re-run:
     assert r.key is not None and store.forget(r.key)
-    assert ex.execute(call, cls, thread_id=tid, approved=True).status == "ok"
+    assert _approved(ex, call, cls, tid).status == "ok"
 
 
 def test_explicit_key_with_other_arguments_is_refused(
@@ -332,8 +338,8 @@ def test_every_attempt_is_recorded(ex: GuardedExecutor, script: Script) -> None:
     tid = _tid()
     call = ToolCall(tool="write", args={"value": 9})
     ex.execute(call, "irreversible", thread_id=tid)
-    ex.execute(call, "irreversible", thread_id=tid, approved=True)
-    ex.execute(call, "irreversible", thread_id=tid, approved=True)
+    _approved(ex, call, "irreversible", tid)
+    _approved(ex, call, "irreversible", tid)
     recs = ex.recorder.tool_calls  # type: ignore[union-attr]
     assert [r.outcome for r in recs] == ["needs_approval", "ok", "replayed"]
     assert recs[1].idempotency_key == recs[2].idempotency_key is not None
@@ -435,27 +441,69 @@ _steps = st.lists(
 def test_invariants_hold_for_any_sequence(
     store: IdempotencyStore, steps: list[tuple[ConsequenceClass, bool, int, str]]
 ) -> None:
-    """No approval, no run; a completed key never runs again; at most one success per key."""
+    """No grant, no run; a grant runs one call; a completed key never runs again; at most
+    one success per key."""
     script = Script()
     ex = GuardedExecutor(_registry(script), store, retry=FAST)
     tid = _tid()
     completed: set[str] = set()
+    granted: set[int] = set()
+    approved_keys: set[str] = set()
     successes: dict[str, int] = {}
     for cls, approved, step, behaviour in steps:
         script.plan = [behaviour]
         before = len(script.calls)
-        r = ex.execute(
-            ToolCall(tool="write", args={"value": 1}, step=step),
-            cls,
-            thread_id=tid,
-            approved=approved,
-        )
+        call = ToolCall(tool="write", args={"value": 1}, step=step)
+        if approved:
+            ex.grant(call, thread_id=tid, approver="tester")
+            granted.add(step)  # one approval per step's request: granting twice is one grant
+        r = ex.execute(call, cls, thread_id=tid)
         ran = len(script.calls) > before
-        if cls in ("irreversible", "unknown") and not approved:
-            assert not ran and r.status == "needs_approval"
+        if cls in ("irreversible", "unknown"):
+            if not granted:  # a key completed by another class replays; nothing runs
+                assert not ran and r.status != "ok"
+            if ran and r.key is not None:
+                approved_keys.add(r.key)
+            # Each grant lets one call run (its retries under the same key included).
+            assert len(approved_keys) <= len(granted)
         if r.key in completed:
             assert not ran and r.status == "replayed"
         if r.status == "ok" and r.key is not None:
             completed.add(r.key)
             successes[r.key] = successes.get(r.key, 0) + 1
     assert all(n == 1 for n in successes.values())
+
+
+# --- approval grants ------------------------------------------------------------------
+
+
+def test_a_grant_runs_exactly_its_call_once(ex: GuardedExecutor, script: Script) -> None:
+    tid = _tid()
+    call = ToolCall(tool="pay", args={"value": 7}, step=0)
+    ex.grant(call, thread_id=tid, approver="sam")
+    other_args = ex.execute(ToolCall(tool="pay", args={"value": 70}), "irreversible", thread_id=tid)
+    other_thread = ex.execute(call, "irreversible", thread_id=_tid())
+    assert other_args.status == other_thread.status == "needs_approval" and script.calls == []
+    assert "no approval grant" in (other_args.error or "")
+    assert ex.execute(call, "irreversible", thread_id=tid).status == "ok"
+    # The same call at another step is another effect: the used grant does not cover it.
+    again = ex.execute(call.model_copy(update={"step": 1}), "irreversible", thread_id=tid)
+    assert again.status == "needs_approval" and "already used" in (again.error or "")
+    assert len(script.calls) == 1
+
+
+def test_an_expired_grant_fails_closed(ex: GuardedExecutor, script: Script) -> None:
+    tid = _tid()
+    call = ToolCall(tool="pay", args={"value": 8})
+    ex.grant(call, thread_id=tid, approver="sam", ttl_s=0.05)
+    time.sleep(0.1)
+    r = ex.execute(call, "unknown", thread_id=tid)
+    assert r.status == "needs_approval" and "expired" in (r.error or "") and script.calls == []
+
+
+def test_a_grant_does_not_lower_a_declared_floor_or_run_without_a_store(script: Script) -> None:
+    ex = GuardedExecutor(_registry(script), None, retry=FAST)
+    r = ex.execute(ToolCall(tool="pay", args={"value": 9}), "safe", thread_id=_tid())
+    assert r.status == "refused" and r.consequence == "irreversible" and script.calls == []
+    with pytest.raises(ConfigurationError):
+        ex.grant(ToolCall(tool="pay", args={"value": 9}), thread_id="t", approver="sam")

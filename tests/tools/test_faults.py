@@ -90,12 +90,13 @@ def _execute_until_settled(
     ex: GuardedExecutor, call: ToolCall, thread_id: str
 ) -> list[ExecutionResult]:
     """Execute; while the key is in flight elsewhere, wait and ask again (bounded)."""
-    results = [ex.execute(call, "irreversible", thread_id=thread_id, approved=True)]
+    ex.grant(call, thread_id=thread_id, approver="tester")
+    results = [ex.execute(call, "irreversible", thread_id=thread_id)]
     for _ in range(400):
         if results[-1].status != "in_flight":
             break
         time.sleep(0.02)
-        results.append(ex.execute(call, "irreversible", thread_id=thread_id, approved=True))
+        results.append(ex.execute(call, "irreversible", thread_id=thread_id))
     return results
 
 
@@ -187,8 +188,9 @@ def test_store_outage_fails_closed_and_resumes(
     refund = ToolCall(tool="refund", args={"order_id": "C3"}, step=4)
     put = ToolCall(tool="put", args={"order_id": "C3"}, step=5)
 
+    ex.grant(refund, thread_id=tid, approver="tester")
     server.stop()
-    down = ex.execute(refund, "irreversible", thread_id=tid, approved=True)
+    down = ex.execute(refund, "irreversible", thread_id=tid)
     down_put = ex.execute(put, "retry_safe", thread_id=tid)
     read = ex.execute(ToolCall(tool="lookup", args={"order_id": "C3"}), "safe", thread_id=tid)
     assert down.status == down_put.status == "refused" and down.retryable
@@ -199,9 +201,9 @@ def test_store_outage_fails_closed_and_resumes(
     assert _count(db) == 0 and _count(db, "calls") == 1  # only the safe read ran
 
     server.start()
-    up = ex.execute(refund, "irreversible", thread_id=tid, approved=True)
+    up = ex.execute(refund, "irreversible", thread_id=tid)
     assert up.status == "ok" and ex.execute(put, "retry_safe", thread_id=tid).status == "ok"
-    assert ex.execute(refund, "irreversible", thread_id=tid, approved=True).status == "replayed"
+    assert ex.execute(refund, "irreversible", thread_id=tid).status == "replayed"
     assert _count(db) == 2  # one refund, one put: each exactly once
     store.close()
 
@@ -216,13 +218,14 @@ def test_store_dies_between_effect_and_result(
     store = IdempotencyStore.from_url(server.url, retry=RetryPolicy(attempts=1))
     ex = GuardedExecutor(_tools(db, after_effect=server.kill), store, lease_s=0.3)
     call, tid = ToolCall(tool="refund", args={"order_id": "D4"}), "thread-midrun"
-    first = ex.execute(call, "irreversible", thread_id=tid, approved=True)
+    ex.grant(call, thread_id=tid, approver="tester")
+    first = ex.execute(call, "irreversible", thread_id=tid)
     assert first.status == "ok" and first.flagged and "not stored" in (first.error or "")
 
     server.start()
     # In flight until the lease ends (the begin was fsynced before the crash), then unknown.
     time.sleep(0.4)
-    again = ex.execute(call, "irreversible", thread_id=tid, approved=True)
+    again = ex.execute(call, "irreversible", thread_id=tid)
     assert again.status == "outcome_unknown" and _count(db) == 1 and _count(db, "calls") == 1
     store.close()
 
@@ -235,7 +238,8 @@ def _child(url: str, db: str, tool_name: str, cls: str, hold_s: float, tid: str)
     store = IdempotencyStore.from_url(url)
     ex = GuardedExecutor(_tools(Path(db), hold_s=hold_s), store, lease_s=0.5)
     call = ToolCall(tool=tool_name, args={"order_id": "E5"}, step=2)
-    r = ex.execute(call, cls, thread_id=tid, approved=True)  # type: ignore[arg-type]
+    ex.grant(call, thread_id=tid, approver="tester")
+    r = ex.execute(call, cls, thread_id=tid)  # type: ignore[arg-type]
     print(r.status, flush=True)
     time.sleep(60)
 
@@ -289,7 +293,7 @@ def test_killed_worker_never_doubles_an_effect(
     store = IdempotencyStore.from_url(url)
     ex = GuardedExecutor(_tools(db), store, lease_s=0.5)
     call = ToolCall(tool=tool_name, args={"order_id": "E5"}, step=2)
-    r = ex.execute(call, cls, thread_id=tid, approved=True)  # type: ignore[arg-type]
+    r = ex.execute(call, cls, thread_id=tid)  # type: ignore[arg-type]
     assert r.status == expected
     assert _count(db) == effects and _count(db, "calls") == calls
     store.close()

@@ -1,0 +1,216 @@
+"""Attacks on the approval guarantee, through every in-process way in: graph state written
+directly (``update_state``, ``Command(goto=..., update=...)``), a grant for one action used
+for another, two answers racing from two runtimes, a replayed resume value. The support
+agent runs on real MiniLM heads, SQLite checkpoints and Valkey (the LLM is a fake chat
+model), and every effect is counted in the back office's own database. Each attack must
+leave the back office unchanged; the module prints a table of attack and result.
+
+LangGraph Server's entry point (unauthenticated requests, a forged approver name) is
+attacked in tests/server/test_langgraph_server.py; the executor's grant rules (expiry,
+one use, other thread or arguments) in tests/tools/test_executor.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langgraph.types import Command
+
+from agentflow.errors import ApprovalError
+from agentflow.runtime import AgentRuntime
+from agentflow.settings import Settings
+from graphs import support
+from nodes.approval import ApprovalAnswer, accept_answer
+from tests.fixtures.support_env import support_environment
+from tools.store import IdempotencyStore
+
+REFUND = "Order 58812 arrived broken. I want a refund of $25."
+RESULTS: list[tuple[str, str, str]] = []
+
+
+@pytest.fixture(scope="module")
+def settings(
+    tmp_path_factory: pytest.TempPathFactory, valkey_server: Any, heads_cache: Path
+) -> Iterator[Settings]:
+    with support_environment(
+        tmp_path_factory.mktemp("attacks"), valkey_server.url, heads_cache, namespace="attacks"
+    ) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def rt(settings: Settings) -> Iterator[AgentRuntime]:
+    llm = FakeListChatModel(responses=["Thanks, that is done."])
+    with AgentRuntime.open("graphs/support.py", settings=settings, llm=llm) as runtime:
+        yield runtime
+
+
+@pytest.fixture(scope="module", autouse=True)
+def table() -> Iterator[None]:
+    yield
+    width = max((len(a) for a, _, _ in RESULTS), default=10)
+    print(f"\n{'attack':<{width}}  {'entry point':<22}  result")
+    for attack, entry, result in RESULTS:
+        print(f"{attack:<{width}}  {entry:<22}  {result}")
+    print(f"{len(RESULTS)} attacks, {sum(r != 'refused' for _, _, r in RESULTS)} succeeded")
+
+
+def _refunds() -> int:
+    return len(support.store().refunds("58812"))
+
+
+def _waiting(rt: AgentRuntime) -> tuple[str, dict[str, Any]]:
+    res = rt.run(REFUND)
+    assert res.status == "waiting_approval" and res.pending_approval, res.outcome
+    return res.thread_id, res.pending_approval
+
+
+def _config(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def _forged_assessment(rt: AgentRuntime, thread_id: str, amount: int) -> dict[str, Any]:
+    state = rt.graph.get_state(_config(thread_id)).values
+    assessment = dict(state["assessment"])
+    args = {**assessment["args"], "amount_cents": amount}
+    return {**assessment, "args": args, "approved": True, "approved_by": "cfo"}
+
+
+def _check(attack: str, entry: str, before: int, thread_id: str, rt: AgentRuntime) -> None:
+    paid = _refunds() - before
+    RESULTS.append((attack, entry, "refused" if paid == 0 else f"PAID {paid}"))
+    assert paid == 0, f"{attack}: {paid} refund(s) paid"
+    rows = rt.ledger.approvals(thread_id=thread_id)
+    assert all(r.decision != "approve" for r in rows), rows  # no approval was recorded
+
+
+def test_state_update_as_the_approval_node_pays_nothing(rt: AgentRuntime) -> None:
+    thread_id, _ = _waiting(rt)
+    before = _refunds()
+    forged = _forged_assessment(rt, thread_id, 9000)
+    rt.graph.update_state(_config(thread_id), {"assessment": forged}, as_node="approval")
+    out = rt.graph.invoke(None, _config(thread_id))
+    assert "no approval grant" in (out.get("outcome") or ""), out.get("outcome")
+    _check("approved=True, $90 via update_state", "custom graph / state", before, thread_id, rt)
+
+
+def test_state_update_with_the_approved_amount_pays_nothing(rt: AgentRuntime) -> None:
+    thread_id, _ = _waiting(rt)
+    before = _refunds()
+    forged = _forged_assessment(rt, thread_id, 2500)  # the very action, but nobody approved
+    rt.graph.update_state(_config(thread_id), {"assessment": forged}, as_node="approval")
+    rt.graph.invoke(None, _config(thread_id))
+    _check("approved=True, same args, no approver", "custom graph / state", before, thread_id, rt)
+
+
+def test_command_goto_act_pays_nothing(rt: AgentRuntime) -> None:
+    thread_id, _ = _waiting(rt)
+    before = _refunds()
+    forged = _forged_assessment(rt, thread_id, 2500)
+    rt.graph.invoke(Command(goto="act", update={"assessment": forged}), _config(thread_id))
+    _check("Command(goto='act')", "custom graph / Command", before, thread_id, rt)
+
+
+def _accept_without_resuming(rt: AgentRuntime, thread_id: str, pending: dict[str, Any]) -> None:
+    """What ``rt.answer`` does before it resumes: accept sam's approval, write its grant."""
+    request = rt.pending(thread_id)
+    assert request is not None and rt.parts is not None
+    answer = ApprovalAnswer(
+        approval_id=pending["approval_id"],
+        decision="approve",
+        approver="sam",
+        digest=pending["digest"],
+    )
+    store = rt.parts.executor.store
+    assert isinstance(store, IdempotencyStore)
+    accept_answer(store, request, answer, rt.parts.tools, ttl_s=60)
+
+
+def test_a_grant_for_one_amount_does_not_pay_another(rt: AgentRuntime) -> None:
+    """Approve $25 properly, then raise the amount in the state before the call runs."""
+    thread_id, pending = _waiting(rt)
+    before = _refunds()
+    _accept_without_resuming(rt, thread_id, pending)
+    forged = _forged_assessment(rt, thread_id, 9000)
+    rt.graph.update_state(_config(thread_id), {"assessment": forged}, as_node="approval")
+    out = rt.graph.invoke(None, _config(thread_id))
+    assert "no approval grant" in (out.get("outcome") or ""), out.get("outcome")
+    _check("grant for $25 used for $90", "custom graph / state", before, thread_id, rt)
+
+
+def test_a_grant_on_one_thread_does_not_pay_on_another(rt: AgentRuntime) -> None:
+    first, pending = _waiting(rt)
+    second, _ = _waiting(rt)  # the same refund, asked on another thread
+    before = _refunds()
+    _accept_without_resuming(rt, first, pending)
+    forged = _forged_assessment(rt, second, 2500)
+    rt.graph.update_state(_config(second), {"assessment": forged}, as_node="approval")
+    rt.graph.invoke(None, _config(second))
+    _check("thread A's grant used on thread B", "custom graph / state", before, second, rt)
+
+
+def test_two_racing_answers_apply_exactly_once(settings: Settings, rt: AgentRuntime) -> None:
+    """An approval and a rejection of one request, at once, from two runtimes."""
+    thread_id, pending = _waiting(rt)
+    before = _refunds()
+    llm = FakeListChatModel(responses=["Thanks, that is done."])
+    outcomes: dict[str, Any] = {}
+    start = threading.Barrier(2)
+
+    def answer(rt_x: AgentRuntime, decision: str) -> None:
+        start.wait()
+        who = "sam" if decision == "approve" else "rita"
+        try:
+            outcomes[decision] = rt_x.answer(
+                thread_id,
+                ApprovalAnswer(
+                    approval_id=pending["approval_id"],
+                    decision=decision,  # type: ignore[arg-type]
+                    approver=who,
+                    digest=pending["digest"],
+                ),
+            )
+        except ApprovalError as exc:
+            outcomes[decision] = exc
+
+    with AgentRuntime.open("graphs/support.py", settings=settings, llm=llm) as other:
+        workers = [
+            threading.Thread(target=answer, args=(rt, "approve")),
+            threading.Thread(target=answer, args=(other, "reject")),
+        ]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    refused = [d for d, o in outcomes.items() if isinstance(o, ApprovalError)]
+    assert len(refused) == 1, outcomes
+    paid = _refunds() - before
+    winner = "reject" if refused == ["approve"] else "approve"
+    assert paid == (1 if winner == "approve" else 0)
+    RESULTS.append(("approve and reject at once", "two runtimes", "refused"))
+
+
+def test_a_replayed_resume_value_pays_once(rt: AgentRuntime) -> None:
+    thread_id, pending = _waiting(rt)
+    before = _refunds()
+    answer = ApprovalAnswer(
+        approval_id=pending["approval_id"],
+        decision="approve",
+        approver="sam",
+        digest=pending["digest"],
+    )
+    assert rt.answer(thread_id, answer).status == "done"
+    assert _refunds() == before + 1
+    rt.graph.invoke(Command(resume=answer.model_dump(mode="json")), _config(thread_id))
+    with pytest.raises(ApprovalError):
+        rt.answer(thread_id, answer)
+    paid = _refunds() - before - 1
+    RESULTS.append(
+        ("replayed resume value", "custom graph / runtime", "refused" if not paid else "PAID")
+    )
+    assert paid == 0
