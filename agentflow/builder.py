@@ -20,7 +20,9 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langgraph.graph import END, START, StateGraph
 
+from agentflow.consequence import ConsequenceClass
 from agentflow.decision import EscalationPolicy
+from agentflow.errors import ToolError
 from agentflow.examples import Example
 from agentflow.heads import consequence_examples, head_for, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
@@ -40,6 +42,7 @@ from nodes.respond import respond_node
 from nodes.router import Route, Router, router_node
 from tools.contract import ToolRegistry, ToolSpec
 from tools.executor import GuardedExecutor
+from tools.keys import action_digest
 from tools.store import IdempotencyStore
 
 __all__ = ["AgentParts", "agent"]
@@ -65,13 +68,32 @@ class AgentParts:
 
 def _executor(tools: ToolRegistry, settings: Settings, recorder: Recorder) -> GuardedExecutor:
     store = IdempotencyStore.from_settings(settings)
-    return GuardedExecutor(tools, store, lease_s=settings.lease_seconds, recorder=recorder)
+    return GuardedExecutor(
+        tools, store, lease_s=settings.lease_seconds, recorder=recorder, assessed_only=True
+    )
 
 
 def _sync_store(executor: GuardedExecutor) -> Callable[[], IdempotencyStore] | None:
     """The executor's store for the approval node, when it is one the node can use."""
     store = executor.store
     return (lambda: store) if isinstance(store, IdempotencyStore) else None
+
+
+def _remember(
+    registry: ToolRegistry, store: Callable[[], IdempotencyStore] | None
+) -> Callable[[str, str, dict[str, Any], ConsequenceClass], None] | None:
+    """Where the consequence node keeps its verdicts for the executor (see GuardedExecutor)."""
+    if store is None:
+        return None
+
+    def remember(thread_id: str, tool: str, args: dict[str, Any], cls: ConsequenceClass) -> None:
+        try:
+            _, json_args = registry.get(tool).parse_args(args)
+        except ToolError:
+            return  # the executor refuses these arguments anyway
+        store().assess(thread_id, action_digest(tool, json_args), cls)
+
+    return remember
 
 
 def _router_head(
@@ -152,7 +174,9 @@ def agent(
     nodes: dict[str, Any] = {
         "router": router_node(router, env),
         "planner": planner_node(flows, registry, llm, env),
-        "consequence": consequence_node(modeler, definition, env),
+        "consequence": consequence_node(
+            modeler, definition, env, _remember(registry, _sync_store(executor))
+        ),
         "approval": approval_node(
             registry, env, _sync_store(executor), ttl_s=settings.approval_ttl_seconds
         ),

@@ -216,9 +216,17 @@ class ConsequenceModeler:
 
 
 def consequence_node(
-    modeler: ConsequenceModeler, definitions: Callable[[str], dict[str, Any] | None], env: NodeEnv
+    modeler: ConsequenceModeler,
+    definitions: Callable[[str], dict[str, Any] | None],
+    env: NodeEnv,
+    remember: Callable[[str, str, dict[str, Any], ConsequenceClass], None] | None = None,
 ) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
-    """A node assessing the plan step at the cursor; unknown tools fail the step."""
+    """A node assessing the plan step at the cursor; unknown tools fail the step.
+
+    ``remember(thread_id, tool, args, class)`` keeps the verdict outside graph state,
+    where the executor reads it (:meth:`tools.store.IdempotencyStore.assess`), so a state
+    write that lowers the class afterwards changes nothing.
+    """
 
     def assess(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         plan = Plan.model_validate(state["plan"])
@@ -233,6 +241,9 @@ def consequence_node(
         usage: list[int] = []
         result = modeler.assess(definition, step.args, env=env, config=config, usage=usage)
         assessment = result.to_state(step.tool, step.args)
+        if remember is not None:
+            thread = env.context(config, "consequence_modeler").thread_id
+            remember(thread, step.tool, step.args, assessment["class"])
         pending = None
         if needs_approval(assessment):
             thread_id = env.context(config, "consequence_modeler").thread_id

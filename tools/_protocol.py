@@ -39,6 +39,7 @@ __all__ = [
     "Finisher",
     "Op",
     "Ran",
+    "Recall",
     "Run",
     "Sleep",
     "aperform",
@@ -63,6 +64,16 @@ class Begin:
     """Whether an expired lease may be taken over (re-run)."""
     grant: str | None = None
     """Approval grant key a new lease must consume (irreversible and unknown calls)."""
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Ask the store which class the consequence node kept for an action."""
+
+    thread_id: str
+    """The thread."""
+    digest: str
+    """The action digest (tool and canonical arguments)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +134,7 @@ class Ran:
     """Wall time of the call."""
 
 
-Op = Begin | Complete | Fail | Run | Sleep
+Op = Begin | Recall | Complete | Fail | Run | Sleep
 """One step of the protocol, answered by :func:`perform` or :func:`aperform`."""
 
 
@@ -147,6 +158,8 @@ def perform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> A
     assert isinstance(store, IdempotencyStore)  # the protocol only asks with a store
     if isinstance(op, Begin):
         return store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim, grant=op.grant)
+    if isinstance(op, Recall):
+        return store.assessed(op.thread_id, op.digest)
     if isinstance(op, Complete):
         return store.complete(op.key, op.token, op.output)
     return store.fail(op.key, op.token, op.error, retryable=op.retryable)
@@ -164,6 +177,8 @@ async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: O
     assert store is not None
     if isinstance(op, Begin):
         return await store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim, grant=op.grant)
+    if isinstance(op, Recall):
+        return await store.assessed(op.thread_id, op.digest)
     if isinstance(op, Complete):
         return await store.complete(op.key, op.token, op.output)
     return await store.fail(op.key, op.token, op.error, retryable=op.retryable)

@@ -6,10 +6,10 @@ with EVALSHA. Time comes from the server (``TIME``), never from a worker's clock
 
 from __future__ import annotations
 
-__all__ = ["ANSWER", "BEGIN", "COMPLETE", "FAIL", "SETTLE"]
+__all__ = ["ANSWER", "ASSESS", "BEGIN", "COMPLETE", "FAIL", "SETTLE"]
 
 # KEYS[2], when given, is the approval grant a new lease must consume (irreversible and
-# unknown calls): unexpired, for this fingerprint, and not used by another key. A key
+# unknown calls): unexpired, for this fingerprint, and never used before. A key
 # whose record is completed replays without one; nothing runs.
 BEGIN = """
 local key, fp, token = KEYS[1], ARGV[1], ARGV[2]
@@ -24,8 +24,10 @@ if not r[1] then
     if not g[1] then return {'no_grant', '0', 'no approval grant for this exact call', ''} end
     if g[1] ~= fp then return {'no_grant', '0', 'the grant is for another call', ''} end
     if now >= tonumber(g[2]) then return {'no_grant', '0', 'the approval has expired', ''} end
-    if g[3] and g[3] ~= '' and g[3] ~= key then
-      return {'no_grant', '0', 'the approval was already used for another call', ''}
+    if g[3] and g[3] ~= '' then
+      -- One approval, one effect: a used grant never begins a call again, not even its own
+      -- key once that key's record is gone (released after a failure, or expired).
+      return {'no_grant', '0', 'the approval was already used', ''}
     end
     redis.call('HSET', KEYS[2], 'used_by', key)
   end
@@ -109,4 +111,15 @@ if KEYS[2] then
   redis.call('PEXPIRE', KEYS[2], ttl + retention)
 end
 return {'recorded', ARGV[3], ARGV[4]}
+"""
+
+# The consequence node's verdict for (thread, action digest), kept where graph state cannot
+# reach it. Raise only: a later, lower verdict never replaces a higher one.
+ASSESS = """
+local old = tonumber(redis.call('HGET', KEYS[1], 'severity') or '-1')
+if tonumber(ARGV[1]) > old then
+  redis.call('HSET', KEYS[1], 'severity', ARGV[1], 'class', ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return redis.call('HGET', KEYS[1], 'class')
 """

@@ -17,6 +17,12 @@ consumes it in the same atomic step that takes the lease, so nothing a caller pa
 and nothing in graph state, can stand in for it: other arguments, another thread, an
 expired or already used grant all answer ``needs_approval`` and the tool does not run.
 
+With ``assessed_only=True`` (how :func:`agentflow.agent` builds it) the class passed in is
+not trusted either: a call runs under the higher of it and the class the consequence node
+kept in the store for that exact action (:meth:`IdempotencyStore.assess`), and an action
+with no kept class runs as ``unknown`` (needs a grant) unless its tool is declared
+read-only. Graph state that lowers a class, or swaps in other arguments, gains nothing.
+
 The class a call runs under is never below the tool's declared floor (see
 :func:`agentflow.consequence.apply_floor`). What the store answers decides the rest:
 ``completed`` replays the stored output without calling the tool, ``in_flight`` and
@@ -45,7 +51,7 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 
 from agentflow.consequence import ConsequenceClass, apply_floor, floor_from_annotations
-from agentflow.errors import ConfigurationError, StoreUnavailableError, ToolError
+from agentflow.errors import ApprovalError, ConfigurationError, StoreUnavailableError, ToolError
 from agentflow.recording import Recorder, RunContext, ToolOutcome
 from tools._protocol import (
     Begin,
@@ -54,6 +60,7 @@ from tools._protocol import (
     Finisher,
     Op,
     Ran,
+    Recall,
     Run,
     Sleep,
     aperform,
@@ -118,6 +125,7 @@ class GuardedExecutor:
         lease_s: float | None = None,
         retry: RetryPolicy | None = None,
         recorder: Recorder | None = None,
+        assessed_only: bool = False,
     ) -> None:
         self.tools = tools
         """The tools calls may name."""
@@ -131,6 +139,8 @@ class GuardedExecutor:
         """Automatic retries of ``safe`` and ``retry_safe`` calls whose tool says retryable."""
         self.recorder = recorder
         """Receives one record per attempt and per call that did not run."""
+        self.assessed_only = assessed_only
+        """Trust only classes the consequence node kept in the store (see the module doc)."""
         if store is not None and store.namespace != self.namespace:
             raise ConfigurationError(
                 f"executor namespace {self.namespace!r} differs from the store's "
@@ -149,6 +159,9 @@ class GuardedExecutor:
     ) -> str:
         """Grant one run of ``call`` on ``thread_id``, as ``approver``; returns its digest.
 
+        Granting again under the same ``approval_id`` changes nothing (a used grant stays
+        used): a second effect needs a second approval, under another id.
+
         For code that authenticated ``approver`` itself (a custom graph, a script); the
         graphs' approval gate does this through :func:`nodes.approval.accept_answer`. Raises
         :class:`ToolError` for an unknown tool or invalid arguments.
@@ -159,7 +172,7 @@ class GuardedExecutor:
             )
         _, json_args = self.tools.get(call.tool).parse_args(call.args)
         digest = action_digest(call.tool, json_args)
-        self.store.answer(
+        result = self.store.answer(
             approval_id=approval_id or f"grant_{digest[:16]}_{thread_id}_{call.step}",
             thread_id=thread_id,
             answer_fp=digest,
@@ -168,6 +181,12 @@ class GuardedExecutor:
             grant_digest=digest,
             grant_ttl_s=ttl_s,
         )
+        if result.status == "answered":
+            raise ApprovalError(
+                f"approval {approval_id!r} was already answered ({result.decision} by "
+                f"{result.approver})",
+                hint="grant under a new approval id",
+            )
         return digest
 
     # --- drivers ----------------------------------------------------------------
@@ -243,10 +262,20 @@ class GuardedExecutor:
         done = Finisher(recorder or self.recorder, rc, call)
         try:
             spec = self.tools.get(call.tool)
-            cls = apply_floor(floor_from_annotations(spec.annotations), consequence)
+            declared = floor_from_annotations(spec.annotations)
+            cls = apply_floor(declared, consequence)
             kwargs, json_args = spec.parse_args(call.args)
         except ToolError as exc:
             return done(consequence, "refused", error=str(exc))
+        fp = action_digest(spec.name, json_args)
+        if self.assessed_only and declared != "safe" and cls not in ("irreversible", "unknown"):
+            kept: ConsequenceClass | None = None
+            if self.store is not None:
+                # Store down: nothing kept can be read, so the call counts as unknown and
+                # is refused below with the store's error (fail closed).
+                with contextlib.suppress(StoreUnavailableError):
+                    kept = yield Recall(thread_id, fp)
+            cls = apply_floor(kept or "unknown", cls)
         if sync and spec.is_async:
             return done(cls, "refused", error=f"tool {spec.name!r} is async; use aexecute()")
         if cls == "safe":
@@ -264,7 +293,6 @@ class GuardedExecutor:
         if self.store is None:
             msg = str(StoreUnavailableError("no idempotency store is configured"))
             return done(cls, "refused", key=key, error=msg, retryable=True)
-        fp = action_digest(spec.name, json_args)
         reclaim = cls == "retry_safe" and spec.forwards_key
         needs_grant = cls in ("irreversible", "unknown")
         grant = grant_key(self.namespace, thread_id, fp) if needs_grant else None

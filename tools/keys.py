@@ -22,6 +22,7 @@ from pydantic_core import to_jsonable_python
 __all__ = [
     "action_digest",
     "answer_key",
+    "assessment_key",
     "canonical_json",
     "derive_key",
     "fingerprint",
@@ -112,3 +113,9 @@ def grant_key(namespace: str, thread_id: str, digest: str) -> str:
 def answer_key(namespace: str, approval_id: str) -> str:
     """Where the one accepted answer to ``approval_id`` is kept."""
     return f"{namespace}:answer:{hashlib.sha256(approval_id.encode('utf-8')).hexdigest()}"
+
+
+def assessment_key(namespace: str, thread_id: str, digest: str) -> str:
+    """Where the assessed consequence class of action ``digest`` on ``thread_id`` is kept."""
+    material = canonical_json([thread_id, digest])
+    return f"{namespace}:assessed:{hashlib.sha256(material.encode('utf-8')).hexdigest()}"

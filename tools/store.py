@@ -41,14 +41,16 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from agentflow.consequence import ConsequenceClass, severity
 from agentflow.errors import IdempotencyError, StoreUnavailableError
 from agentflow.settings import Settings
 from tools._store_scripts import ANSWER as _ANSWER
+from tools._store_scripts import ASSESS as _ASSESS
 from tools._store_scripts import BEGIN as _BEGIN
 from tools._store_scripts import COMPLETE as _COMPLETE
 from tools._store_scripts import FAIL as _FAIL
 from tools._store_scripts import SETTLE as _SETTLE
-from tools.keys import answer_key, grant_key, key_prefix
+from tools.keys import answer_key, assessment_key, grant_key, key_prefix
 
 __all__ = [
     "AnswerResult",
@@ -270,6 +272,7 @@ class IdempotencyStore(_StoreBase):
         self._fail = client.register_script(_FAIL)
         self._settle = client.register_script(_SETTLE)
         self._answer = client.register_script(_ANSWER)
+        self._assess = client.register_script(_ASSESS)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> IdempotencyStore:
@@ -346,6 +349,22 @@ class IdempotencyStore(_StoreBase):
         status, won, by = self._run(self._answer, keys=keys, args=args)
         return AnswerResult(status=status, decision=str(won), approver=str(by))
 
+    def assess(self, thread_id: str, digest: str, cls: ConsequenceClass) -> ConsequenceClass:
+        """Keep ``cls`` as the assessed class of action ``digest`` unless a higher one is kept.
+
+        Returns the class now kept. The executor raises a call's class to it, so a lower
+        class written into graph state later cannot lower the call.
+        """
+        args = [str(severity(cls)), cls, str(self._retention_ms)]
+        key = assessment_key(self.namespace, thread_id, digest)
+        return str(self._run(self._assess, keys=[key], args=args))  # type: ignore[return-value]
+
+    def assessed(self, thread_id: str, digest: str) -> ConsequenceClass | None:
+        """The class kept by :meth:`assess` for action ``digest`` on ``thread_id``, if any."""
+        key = assessment_key(self.namespace, thread_id, digest)
+        found = self._run(self.client.hget, key, "class")
+        return None if found is None else found  # type: ignore[no-any-return]
+
     def answered(self, approval_id: str) -> tuple[str, str, str] | None:
         """The accepted answer to ``approval_id``: (fingerprint, decision, approver), or None."""
         fields = ("fp", "decision", "approver")
@@ -411,6 +430,7 @@ class AsyncIdempotencyStore(_StoreBase):
         self._fail = client.register_script(_FAIL)
         self._settle = client.register_script(_SETTLE)
         self._answer = client.register_script(_ANSWER)
+        self._assess = client.register_script(_ASSESS)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncIdempotencyStore:
@@ -485,6 +505,22 @@ class AsyncIdempotencyStore(_StoreBase):
         )
         status, won, by = await self._run(self._answer, keys=keys, args=args)
         return AnswerResult(status=status, decision=str(won), approver=str(by))
+
+    async def assess(self, thread_id: str, digest: str, cls: ConsequenceClass) -> ConsequenceClass:
+        """Keep ``cls`` as the assessed class of action ``digest`` unless a higher one is kept.
+
+        Returns the class now kept. The executor raises a call's class to it, so a lower
+        class written into graph state later cannot lower the call.
+        """
+        args = [str(severity(cls)), cls, str(self._retention_ms)]
+        key = assessment_key(self.namespace, thread_id, digest)
+        return str(await self._run(self._assess, keys=[key], args=args))  # type: ignore[return-value]
+
+    async def assessed(self, thread_id: str, digest: str) -> ConsequenceClass | None:
+        """The class kept by :meth:`assess` for action ``digest`` on ``thread_id``, if any."""
+        key = assessment_key(self.namespace, thread_id, digest)
+        found = await self._run(self.client.hget, key, "class")
+        return None if found is None else found  # type: ignore[no-any-return]
 
     async def answered(self, approval_id: str) -> tuple[str, str, str] | None:
         """The accepted answer to ``approval_id``: (fingerprint, decision, approver), or None."""

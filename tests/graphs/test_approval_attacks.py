@@ -12,6 +12,7 @@ one use, other thread or arguments) in tests/tools/test_executor.py.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from agentflow import Route, ToolContext, agent, tool
 from agentflow.errors import ApprovalError
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
@@ -214,3 +217,47 @@ def test_a_replayed_resume_value_pays_once(rt: AgentRuntime) -> None:
         ("replayed resume value", "custom graph / runtime", "refused" if not paid else "PAID")
     )
     assert paid == 0
+
+
+def test_lowering_the_assessed_class_in_state_pays_nothing(settings: Settings) -> None:
+    """A tool with no declared annotations, judged by the modeler: a state write that calls
+    the payment ``safe`` (so that no approval is asked) still finds the modeler's verdict,
+    kept in the store, and the executor asks for a grant."""
+    wired: list[dict[str, Any]] = []
+
+    @tool()
+    def wire_transfer(account: str, amount_cents: int, ctx: ToolContext) -> dict[str, Any]:
+        """Send money from the company account to an external bank account."""
+        wired.append({"account": account, "amount_cents": amount_cents})
+        return {"sent": amount_cents}
+
+    step = {"tool": "wire_transfer", "args": {"account": "DE89 3704", "amount_cents": 50000}}
+    plan = json.dumps({"goal": "wire 500 euros", "steps": [step]})
+    builder, _ = agent(
+        [Route("wire", "send money to a bank account", ("wire 500 to DE89",), target="planner")],
+        [wire_transfer],
+        name="wires",
+        settings=settings,
+        llm=FakeListChatModel(responses=[plan, "Done."]),
+    )
+    # One route, taken by rule, planned by the (fake) LLM.
+    graph = builder.compile(checkpointer=InMemorySaver())
+    config = _config("t-wire")
+    out = graph.invoke(
+        {"messages": [("user", "wire 500 to DE89 3704")], "status": "running"}, config
+    )
+    assert out.get("__interrupt__"), out.get("outcome")  # the modeler wants a human
+    assessment = graph.get_state(config).values["assessment"]
+    assert assessment["class"] in ("irreversible", "unknown")
+    lowered = {**assessment, "class": "safe"}
+    graph.update_state(
+        config, {"assessment": lowered, "pending_approval": None}, as_node="consequence"
+    )
+    out = graph.invoke(None, config)
+    assert wired == [], wired
+    RESULTS.append(("assessed class lowered to safe", "custom graph / state", "refused"))
+    swapped = {**lowered, "args": {"account": "XX00 0000", "amount_cents": 90000}}
+    graph.update_state(config, {"assessment": swapped}, as_node="consequence")
+    graph.invoke(None, config)
+    assert wired == [], wired
+    RESULTS.append(("class safe, other arguments", "custom graph / state", "refused"))

@@ -21,6 +21,7 @@ from agentflow.recording import ApprovalRecord, LlmCallRecord, RunContext, ToolC
 from tests.fixtures.valkey import ValkeyHandle
 from tools.contract import ToolContext, ToolRegistry, from_langchain, tool
 from tools.executor import GuardedExecutor, ToolCall
+from tools.keys import action_digest
 from tools.store import AsyncIdempotencyStore, IdempotencyStore, RetryPolicy
 
 FAST = RetryPolicy(attempts=3, base_s=0.001, cap_s=0.002)
@@ -287,9 +288,10 @@ def test_expired_lease_otherwise_goes_to_a_human(
     r = _approved(ex, call, cls, tid)
     assert r.status == "outcome_unknown" and r.flagged and len(script.calls) == 1
     assert "check the downstream system" in (r.error or "")
-    # A human who checked downstream allows a re-run:
+    # A human who checked downstream allows a re-run (an irreversible one needs a new approval):
     assert r.key is not None and store.forget(r.key)
-    assert _approved(ex, call, cls, tid).status == "ok"
+    ex.grant(call, thread_id=tid, approver="tester", approval_id=f"after-the-check-{tid}")
+    assert ex.execute(call, cls, thread_id=tid).status == "ok"
 
 
 def test_explicit_key_with_other_arguments_is_refused(
@@ -507,3 +509,43 @@ def test_a_grant_does_not_lower_a_declared_floor_or_run_without_a_store(script: 
     assert r.status == "refused" and r.consequence == "irreversible" and script.calls == []
     with pytest.raises(ConfigurationError):
         ex.grant(ToolCall(tool="pay", args={"value": 9}), thread_id="t", approver="sam")
+
+
+def test_a_used_grant_never_begins_a_call_again(ex: GuardedExecutor, script: Script) -> None:
+    """Released after a retryable failure, the key may begin again, but not on the old grant."""
+    tid = _tid()
+    call = ToolCall(tool="pay", args={"value": 11})
+    script.plan = ["retryable"]
+    first = _approved(ex, call, "irreversible", tid)
+    assert first.status == "failed" and len(script.calls) == 1
+    again = _approved(ex, call, "irreversible", tid)  # the same approval, answered again
+    assert again.status == "needs_approval" and "already used" in (again.error or "")
+    ex.grant(call, thread_id=tid, approver="sam", approval_id="second-approval")
+    assert ex.execute(call, "irreversible", thread_id=tid).status == "ok"
+    assert len(script.calls) == 2
+
+
+@pytest.fixture
+def strict(script: Script, store: IdempotencyStore) -> GuardedExecutor:
+    return GuardedExecutor(_registry(script), store, retry=FAST, assessed_only=True)
+
+
+def test_assessed_only_trusts_the_kept_class_not_the_callers(
+    strict: GuardedExecutor, store: IdempotencyStore, script: Script
+) -> None:
+    tid = _tid()
+    call = ToolCall(tool="write", args={"value": 12})  # no declared annotations
+    digest = action_digest("write", {"value": 12})
+    # Nothing kept for this action: whatever the caller says, it counts as unknown.
+    assert strict.execute(call, "safe", thread_id=tid).status == "needs_approval"
+    assert store.assess(tid, digest, "irreversible") == "irreversible"
+    assert store.assess(tid, digest, "safe") == "irreversible"  # raise only
+    lowered = strict.execute(call, "retry_safe", thread_id=tid)
+    assert lowered.status == "needs_approval" and lowered.consequence == "irreversible"
+    assert script.calls == []
+    other = ToolCall(tool="write", args={"value": 13})
+    store.assess(tid, action_digest("write", {"value": 13}), "retry_safe")
+    ran = strict.execute(other, "safe", thread_id=tid)  # raised to the kept class
+    assert ran.status == "ok" and ran.consequence == "retry_safe" and ran.key is not None
+    read = strict.execute(ToolCall(tool="read", args={"value": 1}), "safe", thread_id=tid)
+    assert read.status == "ok" and read.consequence == "safe"  # declared read-only
