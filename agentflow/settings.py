@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     # --- server -------------------------------------------------------------------
     approver_tokens: dict[str, str] = Field(default_factory=dict)
     """Approver name -> sha256 of their bearer token (JSON in the environment)."""
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    """Host names the HTTP API answers to (JSON list; ``["*"]`` for any): DNS-rebinding guard."""
+    max_body_bytes: int = 1024 * 1024
+    """Largest request body the HTTP API reads; larger ones get 413."""
 
     @cached_property
     def resolved_database_url(self) -> str:

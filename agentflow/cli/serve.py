@@ -67,6 +67,9 @@ def serve(
     from agentflow.server.app import create_app, graph_name
 
     settings = Settings()
+    if host not in ("0.0.0.0", "::", "") and host not in settings.allowed_hosts:
+        # The address it listens on is a name it must answer to.
+        settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, host]})
     _weak_llm_warning(settings)
     if not settings.approver_tokens:
         console.print(

@@ -8,7 +8,9 @@
 ``GET /``                the approval page; ``/docs`` and ``/openapi.json``: the schema
 =======================  =============================================================
 
-Every error is JSON ``{"error": ..., "fix": ...}``. An answer is authenticated before
+Every error is JSON ``{"error": ..., "fix": ...}``. A request whose ``Host`` is not an
+allowed name (DNS rebinding) gets 400 and one with a body over the limit 413, before any
+route runs (:mod:`agentflow.server.guard`). An answer is authenticated before
 its body is even read, so a request without a valid token learns nothing but 401; it is
 recorded in the ledger as refused. A refused answer (bad token, wrong digest, unknown
 approval, malformed body) changes neither the thread nor anything the tools touch.
@@ -44,6 +46,7 @@ from agentflow.errors import (
 from agentflow.runtime import AgentRuntime, RunResult
 from agentflow.server import page
 from agentflow.server.auth import AuthRefusal, authenticate, check_claim
+from agentflow.server.guard import RequestGuard
 from agentflow.server.schemas import (
     THREAD_ID_PATTERN,
     AnswerRequest,
@@ -178,6 +181,11 @@ def create_app(
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    app.add_middleware(
+        RequestGuard,
+        allowed_hosts=settings.allowed_hosts,
+        max_body_bytes=settings.max_body_bytes,
+    )
     bearer = HTTPBearer(
         auto_error=False, description="An approver's token (see `agentflow serve --new-token`)."
     )

@@ -84,7 +84,8 @@ def app(support_env: SupportEnv, runtime: AgentRuntime) -> FastAPI:
 @pytest.fixture(scope="package")
 def client(app: FastAPI) -> Iterator[TestClient]:
     """An in-process HTTP client (the app started and stopped around the package)."""
-    with TestClient(app, raise_server_exceptions=False) as c:
+    # Served by the name a local user opens it by (the Host guard refuses "testserver").
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as c:
         yield c
 
 

@@ -273,3 +273,26 @@ def test_trace_links_survive_an_unreachable_langfuse(otlp_receiver: Any) -> None
         asked
     )  # no retry storm
     assert TraceLinks(Settings(langfuse_public_key=None, langfuse_secret_key=None))("t_one") is None
+
+
+def test_a_foreign_host_header_is_refused_before_any_route(client: TestClient) -> None:
+    """DNS rebinding: a page at evil.example resolved to 127.0.0.1 sends its own name."""
+    for path in ("/approvals", "/runs/t_000000000000", "/"):
+        r = client.get(path, headers={"Host": "evil.example:8000"})
+        assert r.status_code == 400 and "evil.example" in r.json()["error"]
+    assert client.get("/approvals", headers={"Host": "localhost:8000"}).status_code != 400
+
+
+def test_a_huge_body_is_refused_unread(client: TestClient, support_env: SupportEnv) -> None:
+    before = refund_count(support_env)
+    big = b'{"message": "' + b"a" * (10 * 1024 * 1024) + b'"}'
+    r = client.post("/runs", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than" in r.json()["error"]
+
+    def chunks() -> Any:  # no Content-Length: the stream itself is cut off
+        for _ in range(20):
+            yield b"a" * (1024 * 1024)
+
+    r = client.post("/runs", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert refund_count(support_env) == before
