@@ -156,7 +156,10 @@ class AgentRuntime:
                 "recursion_limit": 60,
             }
             try:
-                self.graph.invoke(payload, config)
+                # "sync": a step's checkpoint is on disk before the next step starts, so a
+                # process killed inside a tool (after its effect) resumes after the steps
+                # that led there, not before them.
+                self.graph.invoke(payload, config, durability="sync")
             except Exception as exc:  # the checkpoint keeps the run: report, don't lose it
                 res = self.result(thread_id, (time.perf_counter() - start) * 1000)
                 return res.model_copy(
@@ -170,7 +173,10 @@ class AgentRuntime:
         values = snapshot.values or {}
         pending = self._pending(snapshot)
         status = "waiting_approval" if pending else values.get("status", "running")
-        if not pending and snapshot.next:
+        # A task can have finished (its writes are saved) without the checkpoint after it:
+        # the process died in the next step. ``next`` is empty then, but the run is not over.
+        unfinished = bool(snapshot.next or snapshot.tasks)
+        if not pending and unfinished:
             status = "failed"  # stopped mid-graph by an error: resumable with `resume`
         return RunResult(
             thread_id=thread_id,
@@ -183,7 +189,7 @@ class AgentRuntime:
             pending_approval=pending.model_dump(mode="json") if pending else None,
             observations=values.get("observations", []),
             latency_ms=latency_ms,
-            resumable=bool(snapshot.next) and not pending,
+            resumable=unfinished and not pending,
             needs_input=list((values.get("awaiting") or {}).get("missing", [])),
         )
 
