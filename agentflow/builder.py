@@ -42,7 +42,6 @@ from nodes.respond import respond_node
 from nodes.router import Route, Router, router_node
 from tools.contract import ToolRegistry, ToolSpec
 from tools.executor import GuardedExecutor
-from tools.keys import action_digest
 from tools.store import IdempotencyStore
 
 __all__ = ["AgentParts", "agent"]
@@ -88,10 +87,10 @@ def _remember(
 
     def remember(thread_id: str, tool: str, args: dict[str, Any], cls: ConsequenceClass) -> None:
         try:
-            _, json_args = registry.get(tool).parse_args(args)
+            digest = registry.get(tool).digest(args)
         except ToolError:
             return  # the executor refuses these arguments anyway
-        store().assess(thread_id, action_digest(tool, json_args), cls)
+        store().assess(thread_id, digest, cls)
 
     return remember
 

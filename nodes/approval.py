@@ -167,14 +167,15 @@ def accept_answer(
     check_answer(request, answer, tools)
     digest: str | None = None
     if answer.decision in ("approve", "edit"):
-        args = answer.args if answer.decision == "edit" else request.args
+        args = (answer.args if answer.decision == "edit" else request.args) or {}
         if tools is not None and request.tool in tools:
-            args = tools.get(request.tool).parse_args(args or {})[1]
-        digest = action_digest(request.tool, args)
+            digest = tools.get(request.tool).digest(args)
+        else:
+            digest = action_digest(request.tool, args)
     result = store.answer(
         approval_id=request.approval_id,
         thread_id=request.thread_id,
-        answer_fp=fingerprint(answer.model_dump(mode="json")),
+        answer_fp=_answer_fp(answer),
         decision=answer.decision,
         approver=answer.approver,
         grant_digest=digest,
@@ -190,12 +191,17 @@ def accept_answer(
     return result
 
 
+def _answer_fp(answer: ApprovalAnswer) -> str:
+    """What makes two answers the same answer (a LangGraph replay) or different ones."""
+    return fingerprint(answer.model_dump(mode="json"))
+
+
 def _check_accepted(
     store: IdempotencyStore, request: ApprovalRequest, answer: ApprovalAnswer
 ) -> None:
     """Refuse a resume value that is not the answer an authenticated path accepted."""
     accepted = store.answered(request.approval_id)
-    if accepted is None or accepted[0] != fingerprint(answer.model_dump(mode="json")):
+    if accepted is None or accepted[0] != _answer_fp(answer):
         raise ApprovalError(
             "this answer was not accepted for an authenticated approver",
             hint="answer through `agentflow resume`, the HTTP API, or LangGraph Server with "
@@ -262,6 +268,7 @@ def approval_node(
             ctx.thread_id,
         )
         recorder = env.recorder_for(config)
+        server_user = authenticated_approver(config)
         refused: ApprovalRecord | None = None
         while True:
             try:
@@ -275,7 +282,6 @@ def approval_node(
                 raise
             try:
                 answer = ApprovalAnswer.model_validate(raw)
-                server_user = authenticated_approver(config)
                 if server_user is not None and store is not None:
                     # The server says who is answering; the body's name is not evidence.
                     answer = answer.model_copy(update={"approver": server_user})
@@ -292,7 +298,7 @@ def approval_node(
                     tool=request.tool,
                     digest=request.digest,
                     decision="refused",
-                    approver=authenticated_approver(config)
+                    approver=server_user
                     or ((raw or {}).get("approver") if isinstance(raw, dict) else None),
                     reason=str(exc)[:500],
                     payload=request.model_dump(mode="json"),

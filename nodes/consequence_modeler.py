@@ -241,16 +241,15 @@ def consequence_node(
         usage: list[int] = []
         result = modeler.assess(definition, step.args, env=env, config=config, usage=usage)
         assessment = result.to_state(step.tool, step.args)
+        ctx = env.context(config, "consequence_modeler")
         if remember is not None:
-            thread = env.context(config, "consequence_modeler").thread_id
-            remember(thread, step.tool, step.args, assessment["class"])
+            remember(ctx.thread_id, step.tool, step.args, assessment["class"])
         pending = None
         if needs_approval(assessment):
-            thread_id = env.context(config, "consequence_modeler").thread_id
-            pending = build_request(assessment, state.get("cursor", 0), plan.goal, thread_id)
+            pending = build_request(assessment, state.get("cursor", 0), plan.goal, ctx.thread_id)
             # Recorded here, not in the gate: this node never re-runs on resume, the gate does.
             env.recorder_for(config).approval(
-                env.context(config, "consequence_modeler"),
+                ctx,
                 ApprovalRecord(
                     approval_id=pending.approval_id,
                     tool=pending.tool,

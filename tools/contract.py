@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentflow.consequence import ToolAnnotations
 from agentflow.errors import ToolError, ToolRegistrationError
+from tools.keys import action_digest
 
 __all__ = ["ToolContext", "ToolRegistry", "ToolSpec", "from_langchain", "tool"]
 
@@ -115,6 +116,11 @@ class ToolSpec:
     def validate_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """Validated keyword arguments; raises :class:`ToolError` saying what is wrong."""
         return self.parse_args(args)[0]
+
+    def digest(self, args: dict[str, Any]) -> str:
+        """The action digest of a call with ``args``: what the executor compares grants and
+        kept classes with (:func:`tools.keys.action_digest` of the canonical JSON form)."""
+        return action_digest(self.name, self.parse_args(args)[1])
 
     def bind(self, kwargs: dict[str, Any], ctx: ToolContext | None) -> dict[str, Any]:
         """Keyword arguments for ``fn``: ``kwargs`` plus the context when it takes one."""

@@ -170,10 +170,10 @@ class GuardedExecutor:
             raise ConfigurationError(
                 "granting needs a synchronous idempotency store", hint="pass an IdempotencyStore"
             )
-        _, json_args = self.tools.get(call.tool).parse_args(call.args)
-        digest = action_digest(call.tool, json_args)
+        digest = self.tools.get(call.tool).digest(call.args)
+        approval_id = approval_id or f"grant_{digest[:16]}_{thread_id}_{call.step}"
         result = self.store.answer(
-            approval_id=approval_id or f"grant_{digest[:16]}_{thread_id}_{call.step}",
+            approval_id=approval_id,
             thread_id=thread_id,
             answer_fp=digest,
             decision="approve",
