@@ -5,7 +5,8 @@ edges before compiling it with any checkpointer; custom graphs can use the node
 factories in ``nodes/`` directly instead. The wiring::
 
     START -> router -+-> planner -> consequence -+-> approval -> act -> loop -+-> respond -> END
-                     |      |  ^                 +------------->  act         +-> consequence
+                     |      |  ^            ^    +------------->  act         +-> consequence
+                     |      |  |            +--- approval (an edit is assessed anew)
                      |      |  +------------------------- replan -------------+-> planner
                      |      +-> respond (ask the user for a missing field)    +-> escalation -> END
                      +-> respond (LLM routes)
@@ -210,18 +211,24 @@ def agent(
 
     def after_approval(s: AgentState) -> str:
         verdict = s.get("loop_verdict")
-        return {"rejected": "respond", "replan": "planner"}.get(verdict or "", "act")
+        return {"rejected": "respond", "replan": "planner", "reassess": "consequence"}.get(
+            verdict or "", "act"
+        )
 
-    g.add_conditional_edges("approval", after_approval, ["respond", "planner", "act"])
+    g.add_conditional_edges(
+        "approval", after_approval, ["respond", "planner", "consequence", "act"]
+    )
 
     def after_act(s: AgentState) -> str:
+        if s.get("loop_verdict") == "reapprove":
+            return "approval"
         flow = flows.get(s.get("route") or "")
         step_failed = (s.get("observations") or [{}])[-1].get("status") == "failed"
         # A flow that explains its own failures answers them; no replan is asked for.
         explained = step_failed and flow is not None and flow.explain_failure is not None
         return "respond" if s.get("status") == "failed" or explained else "loop"
 
-    g.add_conditional_edges("act", after_act, ["respond", "loop"])
+    g.add_conditional_edges("act", after_act, ["approval", "respond", "loop"])
     g.add_conditional_edges(
         "loop",
         lambda s: {"continue": "consequence", "replan": "planner", "done": "respond"}.get(

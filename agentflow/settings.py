@@ -10,11 +10,47 @@ from __future__ import annotations
 import os
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Scope", "Settings", "TokenEntry", "get_settings"]
+
+Scope = Literal["run", "read", "approve"]
+"""What a token allows: start runs (``run``), read threads (``read``), answer approvals."""
+
+
+class TokenEntry(BaseModel):
+    """One identity's bearer token, as the server keeps it: a hash, never the token."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    """sha256 (hex) of the token (``agentflow serve --new-token NAME`` prints both)."""
+    scopes: frozenset[Scope] = frozenset({"read", "approve"})
+    """What the token may do; an approver's token by default."""
+    customer: dict[str, Any] = Field(default_factory=dict)
+    """Who a run started with this token acts for (``state.customer``), e.g. ``{"email": ...}``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        # ``{"sam": "<sha256>"}``: an approver's token, the common case, needs no object.
+        return {"sha256": data} if isinstance(data, str) else data
+
+    @field_validator("sha256")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
 
 
 class Settings(BaseSettings):
@@ -99,8 +135,8 @@ class Settings(BaseSettings):
     """Langfuse server; default: Langfuse Cloud."""
 
     # --- server -------------------------------------------------------------------
-    approver_tokens: dict[str, str] = Field(default_factory=dict)
-    """Approver name -> sha256 of their bearer token (JSON in the environment)."""
+    tokens: dict[str, TokenEntry] = Field(default_factory=dict)
+    """Identity -> its token's sha256, scopes and customer (JSON; see :class:`TokenEntry`)."""
     allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
     """Host names the HTTP API answers to (JSON list; ``["*"]`` for any): DNS-rebinding guard."""
     max_body_bytes: int = 1024 * 1024

@@ -33,7 +33,7 @@ from agentflow.settings import Settings
 from agentflow.state import AgentState, Plan, PlanStep
 from nodes._common import NodeEnv, ai, last_user_text
 from nodes.act import act_node
-from nodes.approval import approval_node, build_request, needs_approval
+from nodes.approval import approval_node, needs_approval, request_for
 from tools.contract import ToolContext, ToolRegistry, tool
 from tools.executor import GuardedExecutor
 from tools.store import IdempotencyStore
@@ -138,11 +138,9 @@ def _propose(
             _rule("consequence_modeler", floor, why, text),
         ]
         thread_id = env.context(config, "propose").thread_id
-        pending = (
-            build_request(assessment, 0, plan.goal, thread_id)
-            if needs_approval(assessment)
-            else None
-        )
+        proposed: AgentState = {**state, "plan": plan.model_dump(mode="json"), "cursor": 0}
+        proposed["assessment"] = assessment
+        pending = request_for(proposed, thread_id) if needs_approval(assessment) else None
         return {
             "plan": plan.model_dump(mode="json"),
             "cursor": 0,
@@ -211,7 +209,12 @@ def build(
         lambda s: "act" if (s.get("assessment") or {}).get("approved") else "respond",
         ["act", "respond"],
     )
-    g.add_edge("act", "respond")
+    g.add_conditional_edges(
+        "act",
+        # An approval that expired before the payment began is asked for again.
+        lambda s: "approval" if s.get("loop_verdict") == "reapprove" else "respond",
+        ["approval", "respond"],
+    )
     g.add_edge("respond", END)
     return g, None
 

@@ -3,8 +3,9 @@
 The executor applies the consequence-class protocol (keys, retries, approval grants). An
 irreversible or unknown call runs only if the store holds an approval grant for exactly
 these arguments on this thread; ``assessment["approved"]`` in the state only routes the
-graph, it is never evidence. A
-call that could not run because the idempotency store is down, or because another worker
+graph, it is never evidence. A call whose approval expired before it began runs nothing
+and is asked again (``loop_verdict="reapprove"``, a new approval request). A call that
+could not run because the idempotency store is down, or because another worker
 holds its key, raises: LangGraph keeps the checkpoint before this node, so resuming the
 thread later runs the step again under the same derived key, and nothing runs twice.
 """
@@ -17,8 +18,10 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.errors import KeyInFlightError, StoreUnavailableError
+from agentflow.recording import ApprovalRecord, RunContext
 from agentflow.state import AgentState, Observation, Plan
 from nodes._common import NodeEnv
+from nodes.approval import request_for
 from tools.executor import GuardedExecutor, ToolCall
 
 __all__ = ["act_node"]
@@ -28,6 +31,40 @@ _STOPS = {
     "outcome_unknown": "a previous attempt's outcome is unknown; a human must check it",
     "refused": "the call was refused",
 }
+
+
+def _ask_again(
+    state: AgentState,
+    assessment: dict[str, Any],
+    ctx: RunContext,
+    env: NodeEnv,
+    config: RunnableConfig,
+    why: str | None,
+) -> dict[str, Any]:
+    """The approval expired before the call began: nothing ran; ask a human again."""
+    renewed = {
+        **assessment,
+        "approved": False,
+        "approved_by": None,
+        "renewal": int(assessment.get("renewal") or 0) + 1,
+    }
+    request = request_for({**state, "assessment": renewed}, ctx.thread_id)
+    env.recorder_for(config).approval(
+        ctx,
+        ApprovalRecord(
+            approval_id=request.approval_id,
+            tool=request.tool,
+            digest=request.digest,
+            decision="requested",
+            reason=f"asked again: {why}",
+            payload=request.model_dump(mode="json"),
+        ),
+    )
+    return {
+        "assessment": renewed,
+        "pending_approval": request.model_dump(mode="json"),
+        "loop_verdict": "reapprove",
+    }
 
 
 def act_node(
@@ -53,6 +90,8 @@ def act_node(
             raise StoreUnavailableError(result.error or "idempotency store unavailable")
         if result.status == "in_flight":
             raise KeyInFlightError(f"step {cursor} ({step.tool}) is running in another worker")
+        if result.status == "needs_approval" and result.retryable:
+            return _ask_again(state, assessment, ctx, env, config, result.error)
         observation = Observation(
             step=cursor,
             tool=step.tool,

@@ -20,8 +20,19 @@ it, taking the approver from the server's authenticated user
 A resume value that arrives any other way changes the state but writes no grant, so the
 call it "approves" is refused where the effect happens.
 
-Execution after approval goes through the guarded executor under the step's derived
-key, so re-running this node on resume can never repeat the effect.
+An ``edit`` is an action of its own. Its arguments are validated against the tool's
+schema and it gets its own digest; the ledger records the answer as ``edit`` with the
+edited arguments and digest; the edited call goes back through the consequence node
+(``loop_verdict="reassess"``; the declared floor still holds) and, if it again needs an
+approval, it is a new request (its own id, ``edit_of`` naming the edited one) that the
+editor's grant answers, recorded as ``approve`` with the reason "granted by the edit".
+The grant was written for the edited digest when the edit was accepted, so the editor's
+answer approves exactly what they wrote, and nothing else.
+
+An approval expires (``ttl_s``); a call that finds its approval expired is asked again
+as a new request (``renewal``), never run. Execution after approval goes through the
+guarded executor under the step's derived key, so re-running this node on resume can
+never repeat the effect.
 """
 
 from __future__ import annotations
@@ -43,10 +54,10 @@ from agentflow.errors import (
 )
 from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState
-from nodes._common import NodeEnv
+from nodes._common import NodeEnv, request_text
 from tools.contract import ToolRegistry
 from tools.keys import action_digest, canonical_json, fingerprint
-from tools.store import AnswerResult, IdempotencyStore
+from tools.store import AnswerResult, Grant, IdempotencyStore
 
 __all__ = [
     "APPROVE_PERMISSION",
@@ -60,6 +71,7 @@ __all__ = [
     "build_request",
     "check_answer",
     "needs_approval",
+    "request_for",
 ]
 
 ApprovalKind = Literal["approve", "reject", "edit", "respond"]
@@ -90,6 +102,12 @@ class ApprovalRequest(BaseModel):
     """Consequence class, floor, confidence, source and rationale."""
     goal: str = ""
     """What the plan is for."""
+    request: str = ""
+    """The user's message this action answers (the turn's request, not the thread's first)."""
+    renewal: int = 0
+    """How many times this action was asked again because an approval of it expired."""
+    edit_of: str | None = None
+    """The approval whose ``edit`` answer wrote these arguments, if any."""
 
 
 class ApprovalAnswer(BaseModel):
@@ -227,12 +245,25 @@ def authenticated_approver(config: RunnableConfig | None) -> str | None:
 
 
 def build_request(
-    assessment: dict[str, Any], cursor: int, goal: str, thread_id: str
+    assessment: dict[str, Any],
+    cursor: int,
+    goal: str,
+    thread_id: str,
+    *,
+    request: str = "",
 ) -> ApprovalRequest:
-    """The approval request for an assessed call (deterministic: same inputs, same id)."""
+    """The approval request for an assessed call (deterministic: same inputs, same id).
+
+    The id names the thread, the plan step, the action's digest and its renewal (an
+    action asked again after its approval expired is a new question with a new id).
+    """
     tool, args = assessment["tool"], assessment["args"]
     digest = action_digest(tool, args)
-    seed = canonical_json({"thread": thread_id, "step": cursor, "digest": digest})
+    renewal = int(assessment.get("renewal") or 0)
+    material: dict[str, Any] = {"thread": thread_id, "step": cursor, "digest": digest}
+    if renewal:
+        material["renewal"] = renewal
+    seed = canonical_json(material)
     return ApprovalRequest(
         approval_id="apr_" + hashlib.sha256(seed.encode()).hexdigest()[:16],
         thread_id=thread_id,
@@ -240,9 +271,94 @@ def build_request(
         tool=tool,
         args=args,
         digest=digest,
-        assessment={k: v for k, v in assessment.items() if k not in ("tool", "args", "approved")},
+        assessment={k: v for k, v in assessment.items() if k not in _NOT_SHOWN},
         goal=goal,
+        request=request,
+        renewal=renewal,
+        edit_of=assessment.get("edit_of"),
     )
+
+
+_NOT_SHOWN = ("tool", "args", "approved", "approved_by", "renewal", "edit_of")
+"""Assessment keys that the request carries as fields of its own, or that mean nothing there."""
+
+
+def request_for(state: AgentState, thread_id: str) -> ApprovalRequest:
+    """The approval request for the assessed call in ``state`` (see :func:`build_request`)."""
+    return build_request(
+        state.get("assessment") or {},
+        state.get("cursor", 0),
+        (state.get("plan") or {}).get("goal", ""),
+        thread_id,
+        request=request_text(state),
+    )
+
+
+def _edited(state: AgentState, request: ApprovalRequest, args: dict[str, Any]) -> dict[str, Any]:
+    """The update that makes the edited arguments the step's, to be assessed anew."""
+    plan = dict(state.get("plan") or {})
+    steps = [dict(step) for step in plan.get("steps") or ()]
+    if request.step < len(steps):
+        steps[request.step]["args"] = args
+    plan["steps"] = steps
+    assessment = {
+        **(state.get("assessment") or {}),
+        "args": args,
+        "approved": True,  # routes a graph without a consequence node straight to act
+        "edit_of": request.approval_id,
+        "renewal": 0,
+    }
+    return {"plan": plan, "assessment": assessment, "loop_verdict": "reassess"}
+
+
+def granted_note(request: ApprovalRequest) -> str:
+    """The ledger's reason for an edited call approved by the edit itself."""
+    return f"granted by the edit answered to {request.edit_of}"
+
+
+def _record(
+    request: ApprovalRequest,
+    decision: str,
+    approver: str | None,
+    reason: str | None,
+    **extra: Any,
+) -> ApprovalRecord:
+    return ApprovalRecord(
+        approval_id=request.approval_id,
+        tool=request.tool,
+        digest=request.digest,
+        decision=decision,
+        approver=approver,
+        reason=reason,
+        payload={**request.model_dump(mode="json"), **extra},
+    )
+
+
+def _refusal_reason(exc: Exception, raw: Any, server_user: str | None) -> str:
+    claimed = raw.get("approver") if isinstance(raw, dict) and server_user is None else None
+    note = f" (unauthenticated answer claiming to be {str(claimed)[:80]!r})" if claimed else ""
+    return (str(exc)[:420] + note)[:500]
+
+
+def _approved(
+    state: AgentState, request: ApprovalRequest, decision: str, approver: str
+) -> dict[str, Any]:
+    """The state update every accepted answer makes (the approve case in full)."""
+    answered = {
+        "approval_id": request.approval_id,
+        "decision": decision,
+        "approver": approver,
+        "digest": request.digest,
+    }
+    update: dict[str, Any] = {
+        "pending_approval": None,
+        "approvals": [answered],
+        "loop_verdict": None,
+    }
+    if decision == "approve":
+        assessment = {**(state.get("assessment") or {}), "approved": True, "approved_by": approver}
+        update["assessment"] = assessment
+    return update
 
 
 def approval_node(
@@ -259,15 +375,24 @@ def approval_node(
     accepted here (:func:`accept_answer`, grant valid ``ttl_s``), as that user.
     """
 
+    def _granted_by_edit(request: ApprovalRequest) -> Grant | None:
+        """The grant an approver's edit wrote for exactly this (edited) call, if unused."""
+        if request.edit_of is None or store is None:
+            return None
+        grant = store().granted(request.thread_id, request.digest)
+        if grant is None or not grant.edit or grant.used:
+            return None
+        return grant if grant.approval_id == request.edit_of else None
+
     def gate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         ctx = env.context(config, "approval")
-        request = build_request(
-            state["assessment"] or {},
-            state.get("cursor", 0),
-            (state.get("plan") or {}).get("goal", ""),
-            ctx.thread_id,
-        )
+        request = request_for(state, ctx.thread_id)
         recorder = env.recorder_for(config)
+        granted = _granted_by_edit(request)
+        if granted is not None:
+            note = granted_note(request)
+            recorder.approval(ctx, _record(request, "approve", granted.approver, note))
+            return _approved(state, request, "approve", granted.approver)
         server_user = authenticated_approver(config)
         refused: ApprovalRecord | None = None
         while True:
@@ -281,12 +406,14 @@ def approval_node(
                     recorder.approval(ctx, refused)
                 raise
             try:
-                answer = ApprovalAnswer.model_validate(raw)
                 if server_user is not None and store is not None:
-                    # The server says who is answering; the body's name is not evidence.
-                    answer = answer.model_copy(update={"approver": server_user})
+                    # The server says who is answering; the body's name is not evidence
+                    # (and need not be given).
+                    named = {**raw, "approver": server_user} if isinstance(raw, dict) else raw
+                    answer = ApprovalAnswer.model_validate(named)
                     accept_answer(store(), request, answer, tools, ttl_s=ttl_s)
                 else:
+                    answer = ApprovalAnswer.model_validate(raw)
                     check_answer(request, answer, tools)
                     if store is not None:
                         _check_accepted(store(), request, answer)
@@ -298,44 +425,30 @@ def approval_node(
                     tool=request.tool,
                     digest=request.digest,
                     decision="refused",
-                    approver=server_user
-                    or ((raw or {}).get("approver") if isinstance(raw, dict) else None),
-                    reason=str(exc)[:500],
+                    # Only the server's authenticated user is a name; a body's is a claim.
+                    approver=server_user,
+                    reason=_refusal_reason(exc, raw, server_user),
                     payload=request.model_dump(mode="json"),
                 )
-        recorder.approval(
-            ctx,
-            ApprovalRecord(
-                approval_id=request.approval_id,
-                tool=request.tool,
-                digest=request.digest,
-                decision=answer.decision,
-                approver=answer.approver,
-                reason=answer.message,
-                payload=request.model_dump(mode="json"),
-            ),
-        )
-        answered = {
-            "approval_id": request.approval_id,
-            "decision": answer.decision,
-            "approver": answer.approver,
-            "digest": request.digest,
-        }
-        update: dict[str, Any] = {"pending_approval": None, "approvals": [answered]}
-        assessment = dict(state["assessment"] or {})
-        if answer.decision in ("approve", "edit"):
-            if answer.decision == "edit":
-                assessment["args"] = tools.get(request.tool).validate_args(answer.args or {})
-            assessment.update(approved=True, approved_by=answer.approver)
-            update["assessment"] = assessment
-        elif answer.decision == "reject":
+        if answer.decision == "edit":
+            spec = tools.get(request.tool)
+            args = spec.validate_args(answer.args or {})
+            payload = {"edited_args": args, "edited_digest": spec.digest(args)}
+            recorder.approval(
+                ctx, _record(request, "edit", answer.approver, answer.message, **payload)
+            )
+            edited = _edited(state, request, args)
+            return {**_approved(state, request, "edit", answer.approver), **edited}
+        recorder.approval(ctx, _record(request, answer.decision, answer.approver, answer.message))
+        update = _approved(state, request, answer.decision, answer.approver)
+        if answer.decision == "reject":
             update.update(
                 status="done",
                 loop_verdict="rejected",
                 outcome=f"{request.tool} was rejected by {answer.approver}"
                 + (f": {answer.message}" if answer.message else ""),
             )
-        else:
+        elif answer.decision == "respond":
             update.update(
                 loop_verdict="replan",
                 observations=[

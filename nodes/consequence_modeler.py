@@ -31,7 +31,7 @@ from agentflow.models.head import EncoderHead
 from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState, Plan
 from nodes._common import NodeEnv, llm_choice
-from nodes.approval import build_request, needs_approval
+from nodes.approval import needs_approval, request_for
 
 __all__ = ["Assessment", "ConsequenceModeler", "consequence_node", "describe_call"]
 
@@ -241,12 +241,16 @@ def consequence_node(
         usage: list[int] = []
         result = modeler.assess(definition, step.args, env=env, config=config, usage=usage)
         assessment = result.to_state(step.tool, step.args)
+        reassessing = state.get("loop_verdict") == "reassess"
+        if reassessing:
+            # An approver's edit: the new request says which approval it came from.
+            assessment["edit_of"] = (state.get("assessment") or {}).get("edit_of")
         ctx = env.context(config, "consequence_modeler")
         if remember is not None:
             remember(ctx.thread_id, step.tool, step.args, assessment["class"])
         pending = None
         if needs_approval(assessment):
-            pending = build_request(assessment, state.get("cursor", 0), plan.goal, ctx.thread_id)
+            pending = request_for({**state, "assessment": assessment}, ctx.thread_id)
             # Recorded here, not in the gate: this node never re-runs on resume, the gate does.
             env.recorder_for(config).approval(
                 ctx,
@@ -259,6 +263,7 @@ def consequence_node(
                 ),
             )
         return {
+            **({"loop_verdict": None} if reassessing else {}),
             "assessment": assessment,
             "pending_approval": pending.model_dump(mode="json") if pending else None,
             "decisions": env.record(config, "consequence_modeler", result.decisions),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,3 +42,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run browser tests last: pytest-playwright keeps a sync event loop running for the
     rest of the session once a browser starts, and asyncio tests cannot run after that."""
     items.sort(key=lambda item: "browser_type_launch_args" in getattr(item, "fixturenames", ()))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the adversarial suite's table (tests/attacks.py) when any attack ran."""
+    from tests.attacks import table
+
+    lines = table()
+    if lines:
+        terminalreporter.section("approval attacks")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -10,7 +10,8 @@ __all__ = ["ANSWER", "ASSESS", "BEGIN", "COMPLETE", "FAIL", "SETTLE"]
 
 # KEYS[2], when given, is the approval grant a new lease must consume (irreversible and
 # unknown calls): unexpired, for this fingerprint, and never used before. A key
-# whose record is completed replays without one; nothing runs.
+# whose record is completed replays without one; nothing runs. A refused grant answers
+# no_grant with why, and in the token's place a code: missing, other, expired or used.
 BEGIN = """
 local key, fp, token = KEYS[1], ARGV[1], ARGV[2]
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -21,13 +22,13 @@ local r = redis.call('HMGET', key, 'state', 'fp', 'token', 'deadline', 'result',
 if not r[1] then
   if KEYS[2] then
     local g = redis.call('HMGET', KEYS[2], 'digest', 'expires', 'used_by')
-    if not g[1] then return {'no_grant', '0', 'no approval grant for this exact call', ''} end
-    if g[1] ~= fp then return {'no_grant', '0', 'the grant is for another call', ''} end
-    if now >= tonumber(g[2]) then return {'no_grant', '0', 'the approval has expired', ''} end
+    if not g[1] then return {'no_grant', '0', 'no approval grant for this exact call', 'missing'} end
+    if g[1] ~= fp then return {'no_grant', '0', 'the grant is for another call', 'other'} end
+    if now >= tonumber(g[2]) then return {'no_grant', '0', 'the approval has expired', 'expired'} end
     if g[3] and g[3] ~= '' then
       -- One approval, one effect: a used grant never begins a call again, not even its own
       -- key once that key's record is gone (released after a failure, or expired).
-      return {'no_grant', '0', 'the approval was already used', ''}
+      return {'no_grant', '0', 'the approval was already used', 'used'}
     end
     redis.call('HSET', KEYS[2], 'used_by', key)
   end

@@ -105,7 +105,8 @@ class ExecutionResult(BaseModel):
     attempts: int = 0
     """How many times the tool was called by this execution."""
     retryable: bool = False
-    """True when executing the same call again later is allowed and may succeed."""
+    """True when executing the same call again later is allowed and may succeed (for
+    ``needs_approval``: after a fresh approval, because the one given has expired)."""
     flagged: bool = False
     """A human should look: a write failed, or its outcome is unknown."""
 
@@ -302,7 +303,10 @@ class GuardedExecutor:
             return done(cls, "refused", key=key, error=str(exc), retryable=True)
         if begin.status == "no_grant":
             msg = f"{cls} call needs a human's approval: {begin.error}"
-            return done(cls, "needs_approval", error=msg)
+            # Only an expired approval is worth asking again: a missing or another call's
+            # grant means no human approved this call, a used one means it already ran.
+            expired = begin.grant_refusal == "expired"
+            return done(cls, "needs_approval", error=msg, retryable=expired)
         if not begin.holds_lease:
             return settled(done, cls, begin)
 

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import redis
@@ -57,12 +57,17 @@ __all__ = [
     "AsyncIdempotencyStore",
     "BeginResult",
     "BeginStatus",
+    "Grant",
+    "GrantRefusal",
     "IdempotencyStore",
     "RetryPolicy",
 ]
 
 BeginStatus = Literal["new", "in_flight", "completed", "mismatch", "expired", "failed", "no_grant"]
 """What ``begin`` found: see :class:`BeginResult`."""
+
+GrantRefusal = Literal["missing", "other", "expired", "used"]
+"""Why a grant did not count: none, another call's, past its expiry, used already."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,8 @@ class BeginResult:
     """Leases granted on this key so far (this one included)."""
     retry_after_s: float | None = None
     """Time left on another holder's lease (``in_flight``)."""
+    grant_refusal: GrantRefusal | None = None
+    """Why the grant did not count (``no_grant``)."""
 
     @property
     def holds_lease(self) -> bool:
@@ -135,6 +142,37 @@ class AnswerResult:
     approver: str
     """Who gave the winning answer."""
 
+
+@dataclass(frozen=True)
+class Grant:
+    """An approval grant as the store keeps it (:meth:`IdempotencyStore.granted`)."""
+
+    approval_id: str
+    """The approval whose answer wrote it."""
+    approver: str
+    """Who approved."""
+    edit: bool
+    """True when the approver wrote these arguments (an ``edit`` answer)."""
+    expires_at: float
+    """When it stops counting (epoch seconds, the store's clock)."""
+    used: bool
+    """True once a call began under it (it never counts again)."""
+
+
+def _parse_grant(fields: list[Any]) -> Grant | None:
+    approval_id, approver, edit, expires, used_by = fields
+    if approval_id is None:
+        return None
+    return Grant(
+        approval_id=str(approval_id),
+        approver=str(approver or ""),
+        edit=edit == "1",
+        expires_at=int(expires or 0) / 1000,
+        used=bool(used_by),
+    )
+
+
+_GRANT_FIELDS = ("approval_id", "approver", "edit", "expires", "used_by")
 
 _TRANSIENT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError, OSError)
 _CLIENT_OPTIONS: dict[str, Any] = {
@@ -161,10 +199,12 @@ def _encode_result(result: Any) -> str:
 def _parse_begin(key: str, reply: list[Any]) -> BeginResult:
     """Turn the BEGIN script's reply into a :class:`BeginResult`."""
     status, attempt, payload, token = (str(x) if x is not None else "" for x in reply)
+    refused = status == "no_grant"
     return BeginResult(
         status=status,  # type: ignore[arg-type]
         key=key,
-        token=token or None,
+        token=None if refused else token or None,
+        grant_refusal=cast(GrantRefusal, token) if refused else None,
         attempt=int(attempt or 0),
         result=json.loads(payload) if status == "completed" else None,
         error=payload if status in ("failed", "no_grant") else None,
@@ -370,6 +410,11 @@ class IdempotencyStore(_StoreBase):
         fields = ("fp", "decision", "approver")
         got = self._run(self.client.hmget, answer_key(self.namespace, approval_id), fields)
         return None if not got or got[0] is None else (str(got[0]), str(got[1]), str(got[2]))
+
+    def granted(self, thread_id: str, digest: str) -> Grant | None:
+        """The grant kept for action ``digest`` on ``thread_id``, if any (reading uses none)."""
+        key = grant_key(self.namespace, thread_id, digest)
+        return _parse_grant(self._run(self.client.hmget, key, _GRANT_FIELDS))
 
     def complete(self, key: str, token: str, result: Any) -> bool:
         """Store ``result`` if ``token`` still holds the lease; False when it does not."""

@@ -7,10 +7,11 @@ import socket
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from agentflow.cli._output import console, fail
 from agentflow.errors import AgentflowError
-from agentflow.settings import Settings
+from agentflow.settings import Settings, TokenEntry
 
 DEFAULT_GRAPH = "graphs/support.py"
 
@@ -32,15 +33,28 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _print_new_token(name: str) -> None:
+def _print_new_token(name: str, scopes: str, customer: str | None) -> None:
     from agentflow.server.auth import hash_token, new_token
 
-    token = new_token()
-    settings = Settings()
-    tokens = {**settings.approver_tokens, name: hash_token(token)}
+    try:
+        entry = TokenEntry(
+            sha256=hash_token(token := new_token()),
+            scopes=frozenset(s.strip() for s in scopes.split(",") if s.strip()),
+            customer=json.loads(customer) if customer else {},
+        )
+    except (ValueError, ValidationError) as exc:
+        fail(
+            f"invalid --scopes or --customer: {exc} (fix: --scopes takes a comma-separated "
+            'list of run, read, approve; --customer a JSON object such as \'{"email": "a@b.c"}\')'
+        )
+    tokens = {
+        **{k: v.model_dump(mode="json") for k, v in Settings().tokens.items()},
+        name: entry.model_dump(mode="json", exclude_defaults=True),
+    }
     typer.echo(f"token for {name} (shown once, give it to them): {token}")
+    typer.echo(f"scopes: {', '.join(sorted(entry.scopes))}")
     typer.echo("set this on the server (hashes only):")
-    typer.echo(f"AGENTFLOW_APPROVER_TOKENS='{json.dumps(tokens)}'")
+    typer.echo(f"AGENTFLOW_TOKENS='{json.dumps(tokens, sort_keys=True)}'")
 
 
 def serve(
@@ -53,12 +67,23 @@ def serve(
         None,
         "--new-token",
         metavar="NAME",
-        help="Print a fresh token for approver NAME and the settings line with its hash, then exit.",
+        help="Print a fresh token for NAME and the settings line with its hash, then exit.",
+    ),
+    scopes: str = typer.Option(
+        "read,approve",
+        "--scopes",
+        help="With --new-token: what the token may do (comma-separated: run, read, approve).",
+    ),
+    customer: str | None = typer.Option(
+        None,
+        "--customer",
+        metavar="JSON",
+        help="With --new-token: whom runs started with it act for (state.customer).",
     ),
 ) -> None:
     """Serve the HTTP API and the approval page; prints the address it listens on."""
     if new_token is not None:
-        _print_new_token(new_token)
+        _print_new_token(new_token, scopes, customer)
         return
     import uvicorn
 
@@ -71,10 +96,10 @@ def serve(
         # The address it listens on is a name it must answer to.
         settings = settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, host]})
     _weak_llm_warning(settings)
-    if not settings.approver_tokens:
+    if not settings.tokens:
         console.print(
-            "[yellow]note:[/] no AGENTFLOW_APPROVER_TOKENS: every approval answer will be "
-            "refused; create one with `agentflow serve --new-token NAME`."
+            "[yellow]note:[/] no AGENTFLOW_TOKENS: every request but the page and /health "
+            "will be refused; create tokens with `agentflow serve --new-token NAME --scopes ...`."
         )
     sock = _listen(host, port)
     bound = sock.getsockname()[1]

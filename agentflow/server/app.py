@@ -1,28 +1,38 @@
 """The HTTP API and approval page: ``create_app(settings)`` is a FastAPI application.
 
-=======================  =============================================================
-``POST /runs``           run the graph on a message -> :class:`RunResult`
-``GET /runs/{thread}``   a thread's state, decisions, recorded approvals, trace link
-``GET /approvals``       every action waiting for a human
-``POST /approvals/{t}``  answer one (``Authorization: Bearer TOKEN``)
-``GET /``                the approval page; ``/docs`` and ``/openapi.json``: the schema
-=======================  =============================================================
+=======================  ===================================================  ===========
+route                    what                                                 token scope
+=======================  ===================================================  ===========
+``POST /runs``           run the graph on a message -> :class:`RunResult`     ``run``
+``GET /runs/{thread}``   a thread's state, decisions, approvals, trace link   ``read``
+``GET /approvals``       actions waiting for a human                          ``read``
+``POST /approvals/{t}``  answer one                                           ``approve``
+``GET /``, ``/health``   the approval page (no data in it), liveness          none
+=======================  ===================================================  ===========
 
-Every error is JSON ``{"error": ..., "fix": ...}``. A request whose ``Host`` is not an
-allowed name (DNS rebinding) gets 400 and one with a body over the limit 413, before any
-route runs (:mod:`agentflow.server.guard`). An answer is authenticated before
-its body is even read, so a request without a valid token learns nothing but 401; it is
-recorded in the ledger as refused. A refused answer (bad token, wrong digest, unknown
-approval, malformed body) changes neither the thread nor anything the tools touch.
+Every other route needs ``Authorization: Bearer TOKEN`` (:mod:`agentflow.server.auth`),
+checked before the body is read. Who a run acts for comes from the token; a thread is
+visible to its owner (the identity that started it) and to approvers, and is "not
+found" for anyone else. A request whose ``Host`` is not an allowed name (DNS rebinding)
+gets 400 and one with a body over the limit 413, before any route runs
+(:mod:`agentflow.server.guard`).
+
+Every error is JSON ``{"error": ..., "fix": ...}``; a server-side failure says only its
+kind and a reference that the log has the details under (no paths, SQL or host names).
+An answer refused for an authenticated identity (no ``approve`` scope, impersonation,
+wrong digest) is recorded in the ledger under that identity; a request with no valid
+token is only logged, so nobody can write records in a name they do not hold. A refused
+answer changes neither the thread nor anything the tools touch.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Security
 from fastapi import Path as PathParam
@@ -30,7 +40,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPBearer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -45,7 +55,7 @@ from agentflow.errors import (
 )
 from agentflow.runtime import AgentRuntime, RunResult
 from agentflow.server import page
-from agentflow.server.auth import AuthRefusal, authenticate, check_claim
+from agentflow.server.auth import AuthRefusal, Identity, authenticate, check_claim
 from agentflow.server.guard import RequestGuard
 from agentflow.server.schemas import (
     THREAD_ID_PATTERN,
@@ -62,7 +72,7 @@ from agentflow.server.service import (
     UnknownThreadError,
 )
 from agentflow.server.traces import TraceLinker, TraceLinks
-from agentflow.settings import Settings
+from agentflow.settings import Scope, Settings
 
 __all__ = ["RuntimeFactory", "create_app", "graph_name", "open_runtime"]
 
@@ -71,6 +81,8 @@ RuntimeFactory = Callable[[str, Settings], AbstractContextManager[AgentRuntime]]
 
 _log = logging.getLogger(__name__)
 
+_Body = TypeVar("_Body", bound=BaseModel)
+
 _STATUS: tuple[tuple[type[AgentflowError], int], ...] = (
     (UnknownThreadError, 404),
     (UnknownGraphError, 404),
@@ -78,10 +90,8 @@ _STATUS: tuple[tuple[type[AgentflowError], int], ...] = (
     (DigestMismatchError, 409),
     (ThreadBusyError, 409),
     (ApprovalError, 422),
-    (IdempotencyError, 503),
-    (LedgerError, 503),
 )
-"""HTTP status of each error kind, most specific first; anything else is a 500."""
+"""HTTP status of each client error kind, most specific first; anything else is a 5xx."""
 
 _SCHEMA_FIX = "send a JSON object as described in /openapi.json (readable at /docs)"
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -105,6 +115,21 @@ def _error(status: int, error: str, fix: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body the route reads itself (after the token is checked)."""
+    schema = {"application/json": {"schema": model.model_json_schema()}}
+    return {"requestBody": {"required": True, "content": schema}}
+
+
+def _parse(model: type[_Body], raw: bytes) -> _Body:
+    try:
+        return model.model_validate_json(raw or b"")
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
     if bad_json is not None:
@@ -126,9 +151,9 @@ def _install_error_handlers(app: FastAPI) -> None:
             if isinstance(exc, AuthRefusal)
             else next((code for kind, code in _STATUS if isinstance(exc, kind)), 500)
         )
-        if status == 500:
-            _log.error("request failed: %s", exc)
-        return _error(status, exc.message, exc.hint or "see the server log")
+        if status >= 500:
+            return _internal(exc)
+        return _error(status, exc.message, exc.hint or "see /docs")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -147,8 +172,25 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crash(_request: Request, exc: Exception) -> JSONResponse:
-        _log.exception("unhandled error")
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}", "see the server log")
+        return _internal(exc)
+
+
+_PUBLIC_5XX: tuple[tuple[type[AgentflowError], int, str], ...] = (
+    (IdempotencyError, 503, "the idempotency store is unavailable or busy; nothing ran twice"),
+    (LedgerError, 503, "the ledger database is unavailable"),
+)
+"""What a caller is told of a server-side failure: a kind, never its text."""
+
+
+def _internal(exc: Exception) -> JSONResponse:
+    """A 5xx answer: the details (paths, SQL, hosts) go to the log under a reference only."""
+    ref = uuid.uuid4().hex[:12]
+    _log.error("request failed (ref %s)", ref, exc_info=exc)
+    status, error = next(
+        ((code, text) for kind, code, text in _PUBLIC_5XX if isinstance(exc, kind)),
+        (500, "internal error"),
+    )
+    return _error(status, f"{error} (ref {ref})", f"retry later; the server log has ref {ref}")
 
 
 def create_app(
@@ -205,27 +247,48 @@ def create_app(
         """``{"ok": true, "graph": NAME}`` once the runtime is open."""
         return {"ok": True, "graph": service().name}
 
+    def identity(request: Request, scope: Scope) -> Identity:
+        # Checked before the body is read: a caller without a token costs a header parse.
+        return authenticate(settings, request.headers.get("authorization")).require(scope)
+
     @app.post(
-        "/runs", response_model=RunResult, responses=_ERRORS, summary="Run the graph on a message"
+        "/runs",
+        response_model=RunResult,
+        responses=_ERRORS,
+        summary="Run the graph on a message",
+        dependencies=[Security(bearer)],
+        openapi_extra=_body_schema(RunRequest),
     )
-    def start_run(body: RunRequest) -> RunResult:
-        """Run until the graph finishes or waits for an approval."""
-        return service().run(body)
+    async def start_run(request: Request) -> RunResult:
+        """Run until the graph finishes or waits for an approval (``run`` scope).
+
+        The run acts for the token's customer; a thread can be continued only by its owner.
+        """
+        who = identity(request, "run")
+        body = _parse(RunRequest, await request.body())
+        return await run_in_threadpool(service().run, body, who)
 
     @app.get(
         "/runs/{thread_id}",
         response_model=ThreadView,
         responses=_ERRORS,
         summary="A thread's state",
+        dependencies=[Security(bearer)],
     )
-    def get_run(thread_id: str = thread_path) -> ThreadView:
-        """State, decisions, recorded approval answers and the trace link of a thread."""
-        return service().thread(thread_id)
+    def get_run(request: Request, thread_id: str = thread_path) -> ThreadView:
+        """State, decisions, approvals and trace link of a thread (``read``; owner or approver)."""
+        return service().thread(thread_id, identity(request, "read"))
 
-    @app.get("/approvals", response_model=list[PendingApproval], summary="Pending approvals")
-    def list_approvals() -> list[PendingApproval]:
-        """Every action waiting for a human, with the decisions that led to it."""
-        return service().pending()
+    @app.get(
+        "/approvals",
+        response_model=list[PendingApproval],
+        responses=_ERRORS,
+        summary="Pending approvals",
+        dependencies=[Security(bearer)],
+    )
+    def list_approvals(request: Request) -> list[PendingApproval]:
+        """Actions waiting for a human (``read``): all for approvers, else the caller's own."""
+        return service().pending(identity(request, "read"))
 
     @app.post(
         "/approvals/{thread_id}",
@@ -233,37 +296,27 @@ def create_app(
         responses=_ERRORS,
         summary="Answer a pending approval",
         dependencies=[Security(bearer)],
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": AnswerRequest.model_json_schema()}},
-            }
-        },
+        openapi_extra=_body_schema(AnswerRequest),
     )
     async def answer_approval(request: Request, thread_id: str = thread_path) -> RunResult:
-        """Approve, reject, edit or respond as the approver the bearer token belongs to."""
+        """Approve, reject, edit or respond as the token's owner (``approve`` scope)."""
         svc = service()
-        raw = await request.body()
         try:
-            approver = authenticate(settings, request.headers.get("authorization"))
+            who = authenticate(settings, request.headers.get("authorization"))
         except AuthRefusal as refusal:
-            await run_in_threadpool(
-                svc.record_refusal, thread_id, raw, f"{refusal.status}: {refusal.message}"
-            )
+            await run_in_threadpool(svc.record_refusal, thread_id, refusal)
             raise
         try:
-            body = AnswerRequest.model_validate_json(raw or b"")
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
-            ) from exc
-        try:
-            check_claim(approver, body.approver)
+            who.require("approve")
         except AuthRefusal as refusal:
-            await run_in_threadpool(
-                svc.record_refusal, thread_id, raw, f"403: {refusal.message}", approver
-            )
+            await run_in_threadpool(svc.record_refusal, thread_id, refusal, who.name)
             raise
-        return await run_in_threadpool(svc.answer, thread_id, approver, body)
+        body = _parse(AnswerRequest, await request.body())
+        try:
+            check_claim(who.name, body.approver)
+        except AuthRefusal as refusal:
+            await run_in_threadpool(svc.record_refusal, thread_id, refusal, who.name, body)
+            raise
+        return await run_in_threadpool(svc.answer, thread_id, who.name, body)
 
     return app

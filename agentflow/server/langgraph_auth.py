@@ -1,20 +1,36 @@
 """Authentication for LangGraph Server (``langgraph.json``'s ``auth``), with agentflow's tokens.
 
-Every request to the server needs ``Authorization: Bearer TOKEN`` with a token from
-``AGENTFLOW_APPROVER_TOKENS`` (stored as sha256, see :mod:`agentflow.server.auth`);
-anything else is answered 401 before a graph runs, so an unauthenticated client can
-neither start a run, nor update a thread's state, nor resume an approval. The token's
-owner becomes the server's ``langgraph_auth_user`` with the ``approve`` permission; the
-approval node takes the approver's name from there, never from the resume value, and
-only then writes the grant the executor needs (:mod:`nodes.approval`).
+The same tokens as the HTTP API (``AGENTFLOW_TOKENS``, stored as sha256, see
+:mod:`agentflow.server.auth`), the same scopes:
+
+===========================================  ==============================================
+request                                      needs
+===========================================  ==============================================
+anything                                     a valid token (401 before a graph runs)
+create a thread                              ``run``; the thread's ``owner`` is the token's
+start a run or resume one on a thread        ``run`` or ``approve``; the caller's own thread
+                                             (approvers: any thread)
+read, search, update (state), delete a       ``read`` (update: ``approve``); own threads
+thread                                       only, approvers all
+crons                                        ``run``
+===========================================  ==============================================
+
+Someone else's thread is filtered out (the server answers 404), never shown. The token's
+scopes become the server user's permissions: a resume by a user without ``approve`` is
+refused by the approval node itself, which takes the approver's name from the server's
+authenticated user, never from the resume value, and only then writes the grant the
+executor needs (:mod:`nodes.approval`). A state update is an operator's tool (``approve``),
+and even then it cannot approve anything: approvals are grants in the store, not state.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from langgraph_sdk import Auth
 
 from agentflow.server.auth import AuthRefusal, authenticate
-from agentflow.settings import Settings
+from agentflow.settings import Scope, Settings
 from nodes.approval import APPROVE_PERMISSION
 
 __all__ = ["auth"]
@@ -22,12 +38,70 @@ __all__ = ["auth"]
 auth = Auth()
 """The handler ``langgraph.json`` names."""
 
+_OWNER = "owner"
+"""Thread metadata key holding the identity that created it."""
+
 
 @auth.authenticate
 async def _authenticate(authorization: str | None) -> Auth.types.MinimalUserDict:
     try:
-        name = authenticate(Settings(), authorization)
+        who = authenticate(Settings(), authorization)
     except AuthRefusal as exc:
-        # The reason says what to send; it names no approver and no configured hash.
+        # The reason says what to send; it names no identity and no configured hash.
         raise Auth.exceptions.HTTPException(status_code=401, detail=exc.message) from None
-    return {"identity": name, "permissions": [APPROVE_PERMISSION]}
+    return {"identity": who.name, "permissions": sorted(who.scopes)}
+
+
+def _need(ctx: Auth.types.AuthContext, *scopes: Scope) -> None:
+    if not set(scopes) & set(ctx.permissions):
+        wanted = " or ".join(repr(s) for s in scopes)
+        raise Auth.exceptions.HTTPException(
+            status_code=403, detail=f"this needs a token with the {wanted} scope"
+        )
+
+
+def _own(ctx: Auth.types.AuthContext) -> dict[str, Any] | None:
+    """No filter for approvers; everyone else sees only the threads they created."""
+    if APPROVE_PERMISSION in ctx.permissions:
+        return None
+    return {_OWNER: ctx.user.identity}
+
+
+@auth.on.threads.create
+async def _create_thread(
+    ctx: Auth.types.AuthContext, value: Auth.types.ThreadsCreate
+) -> dict[str, Any]:
+    _need(ctx, "run")
+    metadata = value.setdefault("metadata", {})
+    metadata[_OWNER] = ctx.user.identity
+    return {_OWNER: ctx.user.identity}
+
+
+@auth.on.threads.create_run
+async def _create_run(
+    ctx: Auth.types.AuthContext, value: Auth.types.RunsCreate
+) -> dict[str, Any] | None:
+    _need(ctx, "run", "approve")
+    metadata = value.setdefault("metadata", {})
+    metadata.setdefault(_OWNER, ctx.user.identity)
+    return _own(ctx)
+
+
+@auth.on.threads.update
+async def _update_thread(
+    ctx: Auth.types.AuthContext, value: Auth.types.ThreadsUpdate
+) -> dict[str, Any] | None:
+    _need(ctx, "approve")
+    return _own(ctx)
+
+
+@auth.on.threads
+async def _other_thread_actions(ctx: Auth.types.AuthContext, value: Any) -> dict[str, Any] | None:
+    _need(ctx, "read")
+    return _own(ctx)
+
+
+@auth.on.crons
+async def _crons(ctx: Auth.types.AuthContext, value: Any) -> dict[str, Any] | None:
+    _need(ctx, "run")
+    return _own(ctx)

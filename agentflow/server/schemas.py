@@ -43,9 +43,11 @@ class RunRequest(BaseModel):
     message: str = Field(min_length=1, max_length=20_000)
     """The user's message."""
     thread_id: str | None = Field(default=None, pattern=THREAD_ID_PATTERN)
-    """Continue this thread; omitted: a new thread."""
-    customer: dict[str, Any] | None = None
-    """Who is asking (e.g. ``{"email": ...}``), handed to the graph as ``state.customer``."""
+    """Continue this thread (one you started); omitted: a new thread.
+
+    Whom the run acts for is not a field: it comes from the token (``customer`` of its
+    ``AGENTFLOW_TOKENS`` entry), so nobody can act for somebody else.
+    """
 
 
 class AnswerRequest(BaseModel):
@@ -103,8 +105,14 @@ class PendingApproval(BaseModel):
     """What the plan is for."""
     step: int = 0
     """Plan step of the action."""
-    request: str | None = None
-    """The user's message that started the thread."""
+    request: str = ""
+    """The user's message this action answers (in a long thread: that turn's, not the first)."""
+    renewal: int = 0
+    """How many times the action was asked again because its approval expired."""
+    edit_of: str | None = None
+    """The approval whose edit wrote these arguments, if any."""
+    approval_valid_s: float
+    """How long an approval, once given, stays usable before the call must be asked again."""
     route: str | None = None
     """Route the router chose."""
     decisions: list[dict[str, Any]] = Field(default_factory=list)

@@ -1,15 +1,14 @@
 """What the HTTP API does, without HTTP: runs, thread views, pending approvals, answers.
 
 One :class:`AgentService` wraps one open :class:`~agentflow.runtime.AgentRuntime`.
-Requests that change a thread (a run, an answer) hold that thread's lock, so two
-approvers clicking at once cannot both resume it: the second finds nothing pending and
-is refused. Reads take no lock. Every refused answer is recorded in the ledger,
-including those refused here before they reach the runtime (no or a wrong token).
+Requests that change a thread (a run, an answer) hold that thread's lock (answers from
+other processes are settled by the store: the first accepted answer wins). Reads take no
+lock. A thread belongs to the identity that started it (``state.customer.principal``,
+which only this service writes): others are told it does not exist, approvers see all.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -21,6 +20,7 @@ from langchain_core.messages import HumanMessage
 from agentflow.errors import AgentflowError, ApprovalError, LedgerError
 from agentflow.recording import ApprovalRecord, RunContext
 from agentflow.runtime import AgentRuntime, RunResult
+from agentflow.server.auth import AuthRefusal, Identity
 from agentflow.server.schemas import AnswerRequest, PendingApproval, RunRequest, ThreadView
 from agentflow.server.traces import TraceLinker
 from nodes.approval import ApprovalAnswer
@@ -64,18 +64,26 @@ class AgentService:
         return self.runtime.graph.get_state({"configurable": {"thread_id": thread_id}})
 
     @staticmethod
-    def _request_text(values: dict[str, Any]) -> str | None:
+    def _first_request(values: dict[str, Any]) -> str | None:
         for message in values.get("messages") or ():
             if isinstance(message, HumanMessage):
                 return str(message.content)
         return None
 
+    @staticmethod
+    def _owner(values: dict[str, Any]) -> str | None:
+        owner = (values.get("customer") or {}).get("principal")
+        return owner if isinstance(owner, str) else None
+
+    def _visible(self, values: dict[str, Any], who: Identity) -> bool:
+        return "approve" in who.scopes or self._owner(values) == who.name
+
     # --- reads -------------------------------------------------------------------
 
-    def thread(self, thread_id: str) -> ThreadView:
-        """The thread's state, decisions, recorded approvals and trace link."""
+    def thread(self, thread_id: str, who: Identity) -> ThreadView:
+        """The thread's state, decisions, recorded approvals and trace link, if ``who`` may see it."""
         snapshot = self._snapshot(thread_id)
-        if snapshot.created_at is None:
+        if snapshot.created_at is None or not self._visible(snapshot.values or {}, who):
             raise UnknownThreadError(f"there is no thread {thread_id!r}")
         result = self.runtime.result(thread_id)
         approvals = [
@@ -85,21 +93,23 @@ class AgentService:
         return ThreadView(
             **result.model_dump(),
             graph=self.name,
-            request=self._request_text(snapshot.values or {}),
+            request=self._first_request(snapshot.values or {}),
             approvals=approvals,
             trace_url=self.trace_links(thread_id),
         )
 
-    def pending(self) -> list[PendingApproval]:
-        """Every action waiting for a human, with the decisions that led to it."""
+    def pending(self, who: Identity) -> list[PendingApproval]:
+        """The actions waiting for a human that ``who`` may see, with what led to them."""
         out = []
         for request in self.runtime.pending_all():
             values = self._snapshot(request.thread_id).values or {}
+            if not self._visible(values, who):
+                continue
             out.append(
                 PendingApproval(
                     **request.model_dump(mode="json"),
                     graph=self.name,
-                    request=self._request_text(values),
+                    approval_valid_s=self.runtime.settings.approval_ttl_seconds,
                     route=values.get("route"),
                     decisions=values.get("decisions") or [],
                     trace_url=self.trace_links(request.thread_id),
@@ -109,8 +119,8 @@ class AgentService:
 
     # --- changes -----------------------------------------------------------------
 
-    def run(self, body: RunRequest) -> RunResult:
-        """Run the graph on one message (a thread waiting for approval is refused)."""
+    def run(self, body: RunRequest, who: Identity) -> RunResult:
+        """Run the graph on one message for ``who`` (a thread waiting for approval is refused)."""
         if body.graph is not None and body.graph != self.name:
             raise UnknownGraphError(
                 f"this server does not serve a graph named {body.graph!r}",
@@ -119,13 +129,17 @@ class AgentService:
             )
         thread_id = body.thread_id or f"t_{uuid.uuid4().hex[:12]}"
         with self._lock(thread_id):
+            snapshot = self._snapshot(thread_id)
+            if snapshot.created_at is not None and self._owner(snapshot.values or {}) != who.name:
+                # Not even an approver writes into someone else's conversation.
+                raise UnknownThreadError(f"there is no thread {thread_id!r} of yours")
             waiting = self.runtime.pending(thread_id)
             if waiting is not None:
                 raise ThreadBusyError(
                     f"thread {thread_id!r} is waiting for approval {waiting.approval_id} ({waiting.tool})",
                     hint=f"answer it first (POST /approvals/{thread_id}) or start a new thread",
                 )
-            return self.runtime.run(body.message, thread_id=thread_id, customer=body.customer)
+            return self.runtime.run(body.message, thread_id=thread_id, customer=who.principal)
 
     def answer(self, thread_id: str, approver: str, body: AnswerRequest) -> RunResult:
         """Apply ``approver``'s answer; a refused one raises and changes nothing but the ledger."""
@@ -142,29 +156,32 @@ class AgentService:
             return self.runtime.answer(thread_id, answer)
 
     def record_refusal(
-        self, thread_id: str, raw_body: bytes, reason: str, approver: str | None = None
+        self,
+        thread_id: str,
+        refusal: AuthRefusal,
+        identity: str | None = None,
+        body: AnswerRequest | None = None,
     ) -> None:
-        """Record an answer refused before the runtime saw it (bad token, impersonation)."""
-        try:
-            claimed = json.loads(raw_body)
-        except (ValueError, UnicodeDecodeError):
-            claimed = None
-        claimed = claimed if isinstance(claimed, dict) else {}
+        """Record an answer refused before the runtime saw it, under whoever is proven.
+
+        With no authenticated ``identity`` nothing is written (only logged): a record in
+        the ledger names who did something, and an unauthenticated caller is no one.
+        """
+        reason = f"{refusal.status}: {refusal.message}"
+        if identity is None:
+            _log.warning("unauthenticated approval answer on thread %s: %s", thread_id, reason)
+            return
         try:
             pending = self.runtime.pending(thread_id)
         except Exception:  # an odd thread id must not stop the refusal from being recorded
             pending = None
-        who = approver or (
-            claimed.get("approver") if isinstance(claimed.get("approver"), str) else None
-        )
         record = ApprovalRecord(
-            approval_id=str(claimed.get("approval_id") or (pending.approval_id if pending else ""))[
-                :200
-            ],
+            approval_id=(body.approval_id if body else None)
+            or (pending.approval_id if pending else ""),
             tool=pending.tool if pending else "",
-            digest=str(claimed.get("digest") or "")[:200],
+            digest=body.digest if body else "",
             decision="refused",
-            approver=who,
+            approver=identity,
             reason=reason[:500],
             payload=pending.model_dump(mode="json") if pending else {},
         )

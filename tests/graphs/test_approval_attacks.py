@@ -3,7 +3,7 @@ directly (``update_state``, ``Command(goto=..., update=...)``), a grant for one 
 for another, two answers racing from two runtimes, a replayed resume value. The support
 agent runs on real MiniLM heads, SQLite checkpoints and Valkey (the LLM is a fake chat
 model), and every effect is counted in the back office's own database. Each attack must
-leave the back office unchanged; the module prints a table of attack and result.
+leave the back office unchanged; each goes into the run's attack table (tests/attacks.py).
 
 LangGraph Server's entry point (unauthenticated requests, a forged approver name) is
 attacked in tests/server/test_langgraph_server.py; the executor's grant rules (expiry,
@@ -29,11 +29,11 @@ from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
 from graphs import support
 from nodes.approval import ApprovalAnswer, accept_answer
+from tests.attacks import record
 from tests.fixtures.support_env import support_environment
 from tools.store import IdempotencyStore
 
 REFUND = "Order 58812 arrived broken. I want a refund of $25."
-RESULTS: list[tuple[str, str, str]] = []
 
 
 @pytest.fixture(scope="module")
@@ -51,16 +51,6 @@ def rt(settings: Settings) -> Iterator[AgentRuntime]:
     llm = FakeListChatModel(responses=["Thanks, that is done."])
     with AgentRuntime.open("graphs/support.py", settings=settings, llm=llm) as runtime:
         yield runtime
-
-
-@pytest.fixture(scope="module", autouse=True)
-def table() -> Iterator[None]:
-    yield
-    width = max((len(a) for a, _, _ in RESULTS), default=10)
-    print(f"\n{'attack':<{width}}  {'entry point':<22}  result")
-    for attack, entry, result in RESULTS:
-        print(f"{attack:<{width}}  {entry:<22}  {result}")
-    print(f"{len(RESULTS)} attacks, {sum(r != 'refused' for _, _, r in RESULTS)} succeeded")
 
 
 def _refunds() -> int:
@@ -86,7 +76,7 @@ def _forged_assessment(rt: AgentRuntime, thread_id: str, amount: int) -> dict[st
 
 def _check(attack: str, entry: str, before: int, thread_id: str, rt: AgentRuntime) -> None:
     paid = _refunds() - before
-    RESULTS.append((attack, entry, "refused" if paid == 0 else f"PAID {paid}"))
+    record(attack, entry, paid == 0, "nothing paid" if paid == 0 else f"{paid} refund(s) paid")
     assert paid == 0, f"{attack}: {paid} refund(s) paid"
     rows = rt.ledger.approvals(thread_id=thread_id)
     assert all(r.decision != "approve" for r in rows), rows  # no approval was recorded
@@ -195,7 +185,7 @@ def test_two_racing_answers_apply_exactly_once(settings: Settings, rt: AgentRunt
     paid = _refunds() - before
     winner = "reject" if refused == ["approve"] else "approve"
     assert paid == (1 if winner == "approve" else 0)
-    RESULTS.append(("approve and reject at once", "two runtimes", "refused"))
+    record("approve and reject at once", "two runtimes", True, f"{winner} won, other refused")
 
 
 def test_a_replayed_resume_value_pays_once(rt: AgentRuntime) -> None:
@@ -213,9 +203,7 @@ def test_a_replayed_resume_value_pays_once(rt: AgentRuntime) -> None:
     with pytest.raises(ApprovalError):
         rt.answer(thread_id, answer)
     paid = _refunds() - before - 1
-    RESULTS.append(
-        ("replayed resume value", "custom graph / runtime", "refused" if not paid else "PAID")
-    )
+    record("replayed resume value", "custom graph / runtime", paid == 0, "paid once")
     assert paid == 0
 
 
@@ -255,9 +243,51 @@ def test_lowering_the_assessed_class_in_state_pays_nothing(settings: Settings) -
     )
     out = graph.invoke(None, config)
     assert wired == [], wired
-    RESULTS.append(("assessed class lowered to safe", "custom graph / state", "refused"))
+    record("assessed class lowered to safe", "custom graph / state", not wired, "nothing wired")
     swapped = {**lowered, "args": {"account": "XX00 0000", "amount_cents": 90000}}
     graph.update_state(config, {"assessment": swapped}, as_node="consequence")
     graph.invoke(None, config)
     assert wired == [], wired
-    RESULTS.append(("class safe, other arguments", "custom graph / state", "refused"))
+    record("class safe, other arguments", "custom graph / state", not wired, "nothing wired")
+
+
+def test_a_grant_for_one_order_does_not_pay_another(rt: AgentRuntime) -> None:
+    thread_id, pending = _waiting(rt)
+    before = _refunds() + len(support.store().refunds("A10234"))
+    _accept_without_resuming(rt, thread_id, pending)
+    forged = _forged_assessment(rt, thread_id, 2500)
+    forged["args"] = {**forged["args"], "order_id": "A10234"}
+    rt.graph.update_state(_config(thread_id), {"assessment": forged}, as_node="approval")
+    rt.graph.invoke(None, _config(thread_id))
+    paid = _refunds() + len(support.store().refunds("A10234")) - before
+    record("grant for order 58812 used for A10234", "custom graph / state", paid == 0)
+    assert paid == 0
+
+
+def test_an_expired_approval_pays_nothing_and_is_asked_again(settings: Settings) -> None:
+    """The approval lapses between the answer and the call: nothing runs, a new request
+    (its own id) waits, and only an answer to that one pays, once."""
+    brief = settings.model_copy(update={"approval_ttl_seconds": 0.001})
+    llm = FakeListChatModel(responses=["Thanks, that is done."])
+    with AgentRuntime.open("graphs/support.py", settings=brief, llm=llm) as short:
+        thread_id, pending = _waiting(short)
+        before = _refunds()
+        answer = ApprovalAnswer(
+            approval_id=pending["approval_id"],
+            decision="approve",
+            approver="sam",
+            digest=pending["digest"],
+        )
+        res = short.answer(thread_id, answer)
+        assert res.status == "waiting_approval" and res.pending_approval, res.outcome
+        renewed = res.pending_approval
+        assert renewed["approval_id"] != pending["approval_id"] and renewed["renewal"] == 1
+        assert renewed["digest"] == pending["digest"]
+        record("expired approval", "runtime / executor", _refunds() == before, "asked again")
+        assert _refunds() == before
+        rows = [(r.decision, r.reason or "") for r in short.ledger.approvals(thread_id=thread_id)]
+        assert rows[-1][0] == "requested" and "expired" in rows[-1][1], rows
+    with AgentRuntime.open("graphs/support.py", settings=settings, llm=llm) as normal:
+        again = answer.model_copy(update={"approval_id": renewed["approval_id"]})
+        assert normal.answer(thread_id, again).status == "done"
+    assert _refunds() == before + 1

@@ -32,8 +32,46 @@ from agentflow.settings import Settings
 from agentflow.tracing import trace_id_for
 from tests.fixtures.support_env import support_environment
 
-TOKENS = {"sam": "sam-secret-token", "eve": "eve-secret-token"}
-"""Approver name -> bearer token; the settings hold only the hashes."""
+TOKENS = {
+    "sam": "sam-secret-token",
+    "eve": "eve-secret-token",
+    "alex": "alex-secret-token",
+    "mallory": "mallory-secret-token",
+    "auditor": "auditor-secret-token",
+}
+"""Identity -> bearer token; the settings hold only the hashes (scopes in :data:`SCOPES`)."""
+SCOPES: dict[str, list[str]] = {
+    "sam": ["read", "approve"],
+    "eve": ["read", "approve"],
+    "alex": ["run", "read"],  # the demo back office's customer
+    "mallory": ["run", "read"],  # another customer
+    "auditor": ["read"],
+}
+"""What each token may do."""
+CUSTOMERS: dict[str, dict[str, str]] = {
+    "alex": {"email": "alex@example.com"},
+    "mallory": {"email": "mallory@example.com"},
+}
+"""Whom each run-scoped token's runs act for."""
+
+
+def auth(name: str = "sam") -> dict[str, str]:
+    """The ``Authorization`` header of ``name``'s token."""
+    return {"Authorization": f"Bearer {TOKENS[name]}"}
+
+
+def token_settings() -> dict[str, Any]:
+    """``AGENTFLOW_TOKENS`` for :data:`TOKENS` (hashes, scopes, customers)."""
+    return {
+        name: {
+            "sha256": hash_token(token),
+            "scopes": SCOPES[name],
+            "customer": CUSTOMERS.get(name, {}),
+        }
+        for name, token in TOKENS.items()
+    }
+
+
 LLM_TEXT = "Thanks for reaching out: our Pro plan is $29 a month."
 """What the fake LLM answers."""
 TRACE_BASE = "https://langfuse.invalid/project/p/traces/"
@@ -56,9 +94,8 @@ def support_env(
 ) -> Iterator[SupportEnv]:
     """A set-up database and back office for the support agent."""
     tmp = tmp_path_factory.mktemp("server")
-    tokens = {name: hash_token(token) for name, token in TOKENS.items()}
     with support_environment(
-        tmp, valkey_server.url, heads_cache, approver_tokens=tokens
+        tmp, valkey_server.url, heads_cache, tokens=token_settings()
     ) as settings:
         yield SupportEnv(settings=settings, support_db=tmp / "support.db")
 

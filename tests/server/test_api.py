@@ -17,17 +17,17 @@ from agentflow.runtime import AgentRuntime
 from agentflow.server.traces import TraceLinks
 from agentflow.settings import Settings
 from agentflow.tracing import trace_id_for
-from tests.server.conftest import TOKENS, TRACE_BASE, SupportEnv, refund_count
+from tests.server.conftest import TRACE_BASE, SupportEnv, auth, refund_count
 
 REFUND = "Order 58812 arrived damaged, I want a refund of $25"
 
 
 def _auth(name: str = "sam") -> dict[str, str]:
-    return {"Authorization": f"Bearer {TOKENS[name]}"}
+    return auth(name)
 
 
 def _waiting_refund(client: TestClient, message: str = REFUND) -> dict[str, Any]:
-    res = client.post("/runs", json={"message": message})
+    res = client.post("/runs", json={"message": message}, headers=auth("alex"))
     assert res.status_code == 200, res.text
     body = res.json()
     assert body["status"] == "waiting_approval", body
@@ -62,11 +62,13 @@ def test_openapi_documents_the_routes_and_the_answer_body(client: TestClient) ->
 
 
 def test_order_status_run_and_its_state(client: TestClient) -> None:
-    res = client.post("/runs", json={"message": "where is my order A10234? still not here"})
+    res = client.post(
+        "/runs", json={"message": "where is my order A10234? still not here"}, headers=auth("alex")
+    )
     assert res.status_code == 200, res.text
     run = res.json()
     assert run["route"] == "order_status" and run["status"] == "done"
-    view = client.get(f"/runs/{run['thread_id']}").json()
+    view = client.get(f"/runs/{run['thread_id']}", headers=auth("alex")).json()
     assert view["status"] == "done" and view["graph"] == "support"
     assert view["request"] == "where is my order A10234? still not here"
     assert [d["role"] for d in view["decisions"]] == [d["role"] for d in run["decisions"]]
@@ -88,6 +90,14 @@ def test_order_status_run_and_its_state(client: TestClient) -> None:
         ),
         ("post", "/runs", {"json": {"text": "hi"}}, 422, ["message"]),
         ("post", "/runs", {"json": {"message": "hi", "graph": "billing"}}, 404, ["billing"]),
+        # Whom a run acts for is the token's business, never the body's.
+        (
+            "post",
+            "/runs",
+            {"json": {"message": "hi", "customer": {"email": "x@y.z"}}},
+            422,
+            ["customer"],
+        ),
         ("get", "/nowhere", {}, 404, ["not found"]),
     ],
 )
@@ -99,7 +109,8 @@ def test_bad_requests_get_clear_json_errors(
     status: int,
     words: list[str],
 ) -> None:
-    _assert_error(getattr(client, method)(path, **kwargs), status, *words)
+    headers = {**kwargs.pop("headers", {}), **auth("alex")}
+    _assert_error(getattr(client, method)(path, headers=headers, **kwargs), status, *words)
 
 
 def _answer(pending: dict[str, Any], **changes: Any) -> dict[str, Any]:
@@ -123,7 +134,13 @@ REFUSALS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], int, str]]
         "unknown token",
         lambda p: {"json": _answer(p), "headers": {"Authorization": "Bearer guess"}},
         401,
-        "no approver",
+        "no one here",
+    ),
+    (
+        "no approve scope",
+        lambda p: {"json": _answer(p), "headers": _auth("alex")},
+        403,
+        "'approve' scope",
     ),
     (
         "impersonation",
@@ -185,11 +202,13 @@ def test_refused_answers_change_nothing(
         assert res.headers["www-authenticate"] == "Bearer"
     assert _fingerprint(runtime, support_env, thread) == before
     assert runtime.pending(thread) is not None
-    if status in (401, 403, 404, 409):  # answers that reached an approval are on the audit trail
-        refused = [a for a in runtime.ledger.approvals(thread_id=thread) if a.decision == "refused"]
+    refused = [a for a in runtime.ledger.approvals(thread_id=thread) if a.decision == "refused"]
+    if status in (403, 404, 409):  # authenticated answers are on the audit trail, by their name
         assert len(refused) == 1 and refused[0].reason, case
-        if status == 403:
-            assert refused[0].approver == "sam"
+        expected = "alex" if case == "no approve scope" else "sam"
+        assert refused[0].approver == expected, refused
+    if status == 401:  # nobody proven: nothing written in anybody's name
+        assert refused == [], refused
 
 
 def test_approve_runs_the_refund_once_as_the_tokens_owner(
@@ -200,9 +219,10 @@ def test_approve_runs_the_refund_once_as_the_tokens_owner(
     assert (
         pending["assessment"]["class"] == "irreversible" and pending["args"]["amount_cents"] == 2500
     )
-    listed = {p["thread_id"]: p for p in client.get("/approvals").json()}
+    listed = {p["thread_id"]: p for p in client.get("/approvals", headers=auth("sam")).json()}
     assert listed[thread]["approval_id"] == pending["approval_id"]
     assert listed[thread]["request"] == REFUND and listed[thread]["route"] == "refund"
+    assert listed[thread]["approval_valid_s"] == support_env.settings.approval_ttl_seconds
     assert {"router", "consequence_modeler"} <= {d["role"] for d in listed[thread]["decisions"]}
 
     before = refund_count(support_env, "58812")
@@ -212,29 +232,68 @@ def test_approve_runs_the_refund_once_as_the_tokens_owner(
     assert refund_count(support_env, "58812") == before + 1
     answers = [a for a in runtime.ledger.approvals(thread_id=thread) if a.decision == "approve"]
     assert [a.approver for a in answers] == ["sam"]
-    assert thread not in {p["thread_id"] for p in client.get("/approvals").json()}
+    assert thread not in {
+        p["thread_id"] for p in client.get("/approvals", headers=auth("sam")).json()
+    }
 
     again = client.post(f"/approvals/{thread}", json=_answer(pending), headers=_auth("sam"))
     _assert_error(again, 404, "no pending approval")
     assert refund_count(support_env, "58812") == before + 1
-    view = client.get(f"/runs/{thread}").json()
-    assert {a["decision"] for a in view["approvals"]} >= {"approve", "refused"}
+    view = client.get(f"/runs/{thread}", headers=auth("sam")).json()
+    assert {a["decision"] for a in view["approvals"]} >= {"approve"}
 
 
-def test_edit_runs_with_the_edited_arguments(client: TestClient, support_env: SupportEnv) -> None:
+def test_an_edit_is_assessed_anew_recorded_as_an_edit_and_runs_once(
+    client: TestClient, runtime: AgentRuntime, support_env: SupportEnv
+) -> None:
     run = _waiting_refund(client, "Refund $20 for order A10235 please, it came late")
-    pending = run["pending_approval"]
-    edited = {**pending["args"], "amount_cents": 1000}
+    thread, pending = run["thread_id"], run["pending_approval"]
+    edited = {**pending["args"], "amount_cents": 3000}  # the approver raises it: their call
     before = refund_count(support_env, "A10235")
     res = client.post(
-        f"/approvals/{run['thread_id']}",
+        f"/approvals/{thread}",
         headers=_auth("eve"),
         json=_answer(pending, decision="edit", args=edited),
     )
     assert res.status_code == 200 and res.json()["status"] == "done", res.text
     assert refund_count(support_env, "A10235") == before + 1
-    out = [o for o in res.json()["observations"] if o["tool"] == "issue_refund"][-1]["output"]
-    assert out["amount_cents"] == 1000
+    out = [o for o in res.json()["observations"] if o["tool"] == "issue_refund"]
+    assert [o["output"]["amount_cents"] for o in out] == [3000]
+
+    rows = runtime.ledger.approvals(thread_id=thread)
+    assert [(r.decision, r.approver) for r in rows] == [
+        ("requested", None),
+        ("edit", "eve"),
+        ("requested", None),  # the edited call is a request of its own ...
+        ("approve", "eve"),  # ... that the editor's answer granted
+    ]
+    original, edit, second, granted = rows
+    assert edit.approval_id == original.approval_id == pending["approval_id"]
+    assert edit.payload["edited_args"]["amount_cents"] == 3000
+    assert edit.payload["edited_digest"] == second.digest != original.digest
+    assert second.approval_id != original.approval_id
+    assert second.payload["edit_of"] == original.approval_id
+    assert second.payload["args"]["amount_cents"] == 3000
+    assert granted.reason and "edit" in granted.reason
+    # The consequence modeler judged the edited call too (the declared floor held).
+    judged = [
+        d for d in runtime.ledger.decisions(thread_id=thread) if d.role == "consequence_modeler"
+    ]
+    assert len(judged) == 2 and second.payload["assessment"]["class"] == "irreversible"
+
+
+def test_an_edit_that_does_not_validate_is_refused(
+    client: TestClient, runtime: AgentRuntime, support_env: SupportEnv
+) -> None:
+    run = _waiting_refund(client, "Refund $20 for order A10235 please, it came late")
+    thread, pending = run["thread_id"], run["pending_approval"]
+    before = _fingerprint(runtime, support_env, thread)
+    bad = {**pending["args"], "amount_cents": "lots"}
+    res = client.post(
+        f"/approvals/{thread}", headers=_auth(), json=_answer(pending, decision="edit", args=bad)
+    )
+    _assert_error(res, 422, "do not validate")
+    assert _fingerprint(runtime, support_env, thread) == before
 
 
 def test_reject_never_runs_and_a_waiting_thread_takes_no_new_message(
@@ -242,7 +301,9 @@ def test_reject_never_runs_and_a_waiting_thread_takes_no_new_message(
 ) -> None:
     run = _waiting_refund(client, "I want my money back for order A10234, $12 please")
     thread = run["thread_id"]
-    busy = client.post("/runs", json={"message": "hello again", "thread_id": thread})
+    busy = client.post(
+        "/runs", json={"message": "hello again", "thread_id": thread}, headers=auth("alex")
+    )
     _assert_error(busy, 409, "waiting for approval")
     before = refund_count(support_env)
     res = client.post(
@@ -278,21 +339,26 @@ def test_trace_links_survive_an_unreachable_langfuse(otlp_receiver: Any) -> None
 def test_a_foreign_host_header_is_refused_before_any_route(client: TestClient) -> None:
     """DNS rebinding: a page at evil.example resolved to 127.0.0.1 sends its own name."""
     for path in ("/approvals", "/runs/t_000000000000", "/"):
-        r = client.get(path, headers={"Host": "evil.example:8000"})
+        r = client.get(path, headers={"Host": "evil.example:8000", **auth("sam")})
         assert r.status_code == 400 and "evil.example" in r.json()["error"]
-    assert client.get("/approvals", headers={"Host": "localhost:8000"}).status_code != 400
+    local = client.get("/approvals", headers={"Host": "localhost:8000", **auth("sam")})
+    assert local.status_code == 200
 
 
 def test_a_huge_body_is_refused_unread(client: TestClient, support_env: SupportEnv) -> None:
     before = refund_count(support_env)
     big = b'{"message": "' + b"a" * (10 * 1024 * 1024) + b'"}'
-    r = client.post("/runs", content=big, headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/runs", content=big, headers={"Content-Type": "application/json", **auth("alex")}
+    )
     assert r.status_code == 413 and "larger than" in r.json()["error"]
 
     def chunks() -> Any:  # no Content-Length: the stream itself is cut off
         for _ in range(20):
             yield b"a" * (1024 * 1024)
 
-    r = client.post("/runs", content=chunks(), headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/runs", content=chunks(), headers={"Content-Type": "application/json", **auth("alex")}
+    )
     assert r.status_code == 413
     assert refund_count(support_env) == before

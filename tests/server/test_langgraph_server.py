@@ -21,7 +21,10 @@ from langgraph_sdk import get_sync_client
 
 from checkpoints.ledger import Ledger
 from nodes.approval import ApprovalRequest
+from tests.attacks import record
 from tests.fixtures.langgraph_server import REPO, LangGraphServer
+
+ENTRY = "LangGraph Server"
 
 
 def _refunds(server: LangGraphServer) -> int:
@@ -57,17 +60,27 @@ def test_no_token_or_a_wrong_token_is_refused_before_any_graph_runs(
     langgraph_server: LangGraphServer,
 ) -> None:
     url = langgraph_server.url
-    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "sam"}):
-        assert httpx.post(f"{url}/threads", json={}, headers=headers).status_code == 401
+    for label, headers in (
+        ("no token", {}),
+        ("wrong token", {"Authorization": "Bearer not-a-token"}),
+        ("not bearer", {"Authorization": "sam"}),
+    ):
+        code = httpx.post(f"{url}/threads", json={}, headers=headers).status_code
+        record(f"{label}: create thread", ENTRY, code == 401, str(code))
+        assert code == 401
         run = {"assistant_id": "approvals_demo", "input": {"messages": []}}
-        assert httpx.post(f"{url}/runs/wait", json=run, headers=headers).status_code == 401
+        code = httpx.post(f"{url}/runs/wait", json=run, headers=headers).status_code
+        record(f"{label}: stateless run", ENTRY, code == 401, str(code))
+        assert code == 401
     thread = httpx.post(f"{url}/threads", json={}, headers=langgraph_server.headers)
     assert thread.status_code == 200
     thread_id = thread.json()["thread_id"]
     resume = {"assistant_id": "approvals_demo", "command": {"resume": {"decision": "approve"}}}
     forged = httpx.post(f"{url}/threads/{thread_id}/runs/wait", json=resume)
+    record("no token: resume", ENTRY, forged.status_code == 401, str(forged.status_code))
     assert forged.status_code == 401
     state = httpx.post(f"{url}/threads/{thread_id}/state", json={"values": {}})
+    record("no token: state update", ENTRY, state.status_code == 401, str(state.status_code))
     assert state.status_code == 401
 
 
@@ -85,7 +98,9 @@ def test_a_state_update_that_approves_pays_nothing(langgraph_server: LangGraphSe
     forged = {**assessment, "approved": True, "args": {**assessment["args"], "amount_cents": 9000}}
     client.threads.update_state(thread_id, {"assessment": forged}, as_node="approval")
     out = client.runs.wait(thread_id, "approvals_demo", input=None)
-    assert _payments(langgraph_server) == before
+    paid = _payments(langgraph_server) - before
+    record("update_state approved=True, $90", ENTRY, paid == 0, "nothing paid")
+    assert paid == 0
     assert isinstance(out, dict) and "no approval grant" in (out.get("outcome") or ""), out
 
 
@@ -121,6 +136,7 @@ def test_a_run_waits_for_approval_and_resumes(
     assert isinstance(out, dict) and out.get("__interrupt__"), out  # refused: still waiting
     assert out["__interrupt__"][0]["value"]["approval_id"] == request.approval_id
     assert effects(langgraph_server) == before
+    record(f"wrong digest in resume ({graph})", ENTRY, True, "asked again, nothing paid")
 
     out = client.runs.wait(
         thread_id, graph, command={"resume": {**answer, "digest": request.digest}}
@@ -128,7 +144,9 @@ def test_a_run_waits_for_approval_and_resumes(
     assert isinstance(out, dict) and not out.get("__interrupt__"), out
     assert out["status"] == "done", out.get("outcome")
     assert effects(langgraph_server) == before + 1
-    assert [a["approver"] for a in out["approvals"]] == ["sam"]
+    approvers = [a["approver"] for a in out["approvals"]]
+    record(f"forged approver name 'cfo' ({graph})", ENTRY, approvers == ["sam"], "recorded as sam")
+    assert approvers == ["sam"]
     if graph == "support":  # the support graph writes the same ledger `agentflow run` does
         ledger = Ledger(langgraph_server.database_url)
         roles = {d.role for d in ledger.decisions(thread_id=thread_id)}
@@ -136,3 +154,69 @@ def test_a_run_waits_for_approval_and_resumes(
         decisions = [a.decision for a in ledger.approvals(thread_id=thread_id)]
         assert decisions.count("refused") == 1 and decisions.count("approve") == 1, decisions
         ledger.close()
+
+
+def _customer_waiting(server: LangGraphServer) -> tuple[str, ApprovalRequest]:
+    """alex (run, read) asks for a payment on a thread of their own; it waits for approval."""
+    alex = get_sync_client(url=server.url, headers=server.headers_for("alex"))
+    thread_id = alex.threads.create()["thread_id"]
+    message = {"role": "user", "content": "send $7 to kim@example.com"}
+    out = alex.runs.wait(thread_id, "approvals_demo", input={"messages": [message]})
+    assert isinstance(out, dict) and out.get("__interrupt__"), out
+    return thread_id, ApprovalRequest.model_validate(out["__interrupt__"][0]["value"])
+
+
+def test_scopes_and_owners_hold_on_langgraph_server(langgraph_server: LangGraphServer) -> None:
+    server, url = langgraph_server, langgraph_server.url
+    thread_id, request = _customer_waiting(server)
+    before = _payments(server)
+
+    # The owner may run and read their thread, but a resume without `approve` is refused
+    # by the approval node: the run asks again and nothing is paid.
+    answer = {"approval_id": request.approval_id, "decision": "approve", "digest": request.digest}
+    alex = get_sync_client(url=url, headers=server.headers_for("alex"))
+    out = alex.runs.wait(thread_id, "approvals_demo", command={"resume": answer})
+    asked_again = isinstance(out, dict) and bool(out.get("__interrupt__"))
+    paid = _payments(server) - before
+    record("resume by the owner, no approve scope", ENTRY, asked_again and paid == 0, "asked again")
+    assert asked_again and paid == 0, out
+
+    update = httpx.post(
+        f"{url}/threads/{thread_id}/state",
+        json={"values": {"pending_approval": None}, "as_node": "approval"},
+        headers=server.headers_for("alex"),
+    )
+    record("state update by the owner (no approve)", ENTRY, update.status_code == 403, "403")
+    assert update.status_code == 403, update.text
+
+    for label, call in (
+        ("read", lambda h: httpx.get(f"{url}/threads/{thread_id}/state", headers=h)),
+        (
+            "run",
+            lambda h: httpx.post(
+                f"{url}/threads/{thread_id}/runs/wait",
+                json={"assistant_id": "approvals_demo", "command": {"resume": answer}},
+                headers=h,
+            ),
+        ),
+    ):
+        res = call(server.headers_for("mallory"))
+        ok = res.status_code == 404 and _payments(server) == before
+        record(f"{label} another customer's thread", ENTRY, ok, str(res.status_code))
+        assert ok, (label, res.status_code, res.text)
+    found = httpx.post(f"{url}/threads/search", json={}, headers=server.headers_for("mallory"))
+    hidden = thread_id not in {t["thread_id"] for t in found.json()}
+    record("search finds another customer's thread", ENTRY, hidden, "not listed")
+    assert found.status_code == 200 and hidden
+
+    created = httpx.post(f"{url}/threads", json={}, headers=server.headers_for("auditor"))
+    record("create a thread without run scope", ENTRY, created.status_code == 403, "403")
+    assert created.status_code == 403
+
+    # An approver sees the customer's thread and answers it: paid once, under their name.
+    sam = get_sync_client(url=url, headers=server.headers)
+    assert sam.threads.get_state(thread_id)["next"] == ["approval"]
+    out = sam.runs.wait(thread_id, "approvals_demo", command={"resume": answer})
+    assert isinstance(out, dict) and out.get("status") == "done", out.get("__interrupt__")
+    assert _payments(server) == before + 1
+    assert [a["approver"] for a in out["approvals"]] == ["sam"]

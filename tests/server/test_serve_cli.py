@@ -22,22 +22,34 @@ from typer.testing import CliRunner
 
 from agentflow.cli import app
 from agentflow.server.auth import hash_token
+from agentflow.settings import Settings
 from checkpoints.ledger import Ledger
 from checkpoints.savers import setup_savers
+from tests.attacks import record
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_new_token_prints_a_token_and_only_its_hash_for_the_settings() -> None:
-    result = CliRunner().invoke(
-        app, ["serve", "--new-token", "sam"], env={"AGENTFLOW_APPROVER_TOKENS": "{}"}
-    )
+    args = ["serve", "--new-token", "kim", "--scopes", "run,read"]
+    args += ["--customer", '{"email": "kim@example.com"}']
+    result = CliRunner().invoke(app, args, env={"AGENTFLOW_TOKENS": "{}"})
     assert result.exit_code == 0, result.output
-    token = re.search(r"token for sam \(shown once, give it to them\): (\S+)", result.output)
+    token = re.search(r"token for kim \(shown once, give it to them\): (\S+)", result.output)
     assert token is not None, result.output
-    line = re.search(r"AGENTFLOW_APPROVER_TOKENS='(.+)'", result.output)
-    assert line is not None and json.loads(line.group(1)) == {"sam": hash_token(token.group(1))}
+    line = re.search(r"AGENTFLOW_TOKENS='(.+)'", result.output)
+    assert line is not None, result.output
+    entry = json.loads(line.group(1))["kim"]
+    assert entry["sha256"] == hash_token(token.group(1))
+    assert sorted(entry["scopes"]) == ["read", "run"]
+    assert entry["customer"] == {"email": "kim@example.com"}
     assert result.output.count(token.group(1)) == 1
+    assert Settings(tokens=json.loads(line.group(1))).tokens["kim"].scopes == {"run", "read"}
+
+
+def test_new_token_refuses_an_unknown_scope() -> None:
+    result = CliRunner().invoke(app, ["serve", "--new-token", "kim", "--scopes", "run,admin"])
+    assert result.exit_code == 1 and "--scopes" in result.output, result.output
 
 
 def _wait_for_url(proc: subprocess.Popen[str], timeout: float = 120.0) -> tuple[str, list[str]]:
@@ -55,6 +67,28 @@ def _wait_for_url(proc: subprocess.Popen[str], timeout: float = 120.0) -> tuple[
     pytest.fail(f"agentflow serve printed no address in {timeout:.0f} s:\n{''.join(seen)}")
 
 
+ENTRY = "agentflow serve"
+
+
+def _attacks(url: str, body: dict[str, Any], token: dict[str, str]) -> None:
+    """The network-facing refusals, on the real process (what a browser or script can do)."""
+    anonymous = httpx.post(f"{url}/runs", json=body, timeout=30)
+    record("no token: POST /runs", ENTRY, anonymous.status_code == 401, "401")
+    assert anonymous.status_code == 401, anonymous.text
+    listing = httpx.get(f"{url}/approvals", timeout=30)
+    record("no token: GET /approvals", ENTRY, listing.status_code == 401, "401")
+    assert listing.status_code == 401
+    rebound = httpx.get(f"{url}/approvals", headers={"Host": "attacker.example", **token})
+    record("DNS-rebinding Host header", ENTRY, rebound.status_code == 400, "400")
+    assert rebound.status_code == 400
+    big = b'{"message": "' + b"x" * (10 * 1024 * 1024) + b'"}'
+    huge = httpx.post(
+        f"{url}/runs", content=big, headers={"Content-Type": "application/json", **token}
+    )
+    record("10 MB body", ENTRY, huge.status_code == 413, "413")
+    assert huge.status_code == 413
+
+
 def test_serve_prints_its_address_and_answers(tmp_path: Path, valkey_server: Any) -> None:
     db = f"sqlite:///{tmp_path}/agentflow.db"
     setup_savers(db)
@@ -64,7 +98,12 @@ def test_serve_prints_its_address_and_answers(tmp_path: Path, valkey_server: Any
         "AGENTFLOW_DATA_DIR": str(tmp_path / "af"),
         "AGENTFLOW_DATABASE_URL": db,
         "AGENTFLOW_REDIS_URL": valkey_server.url,
-        "AGENTFLOW_APPROVER_TOKENS": json.dumps({"sam": hash_token("t0ken")}),
+        "AGENTFLOW_TOKENS": json.dumps(
+            {
+                "sam": hash_token("t0ken"),  # shorthand: an approver (read, approve)
+                "kim": {"sha256": hash_token("k1m"), "scopes": ["run", "read"]},
+            }
+        ),
         "COLUMNS": "200",  # one line per message, whatever the terminal
     }
     agentflow = Path(sys.executable).parent / "agentflow"
@@ -76,12 +115,16 @@ def test_serve_prints_its_address_and_answers(tmp_path: Path, valkey_server: Any
         url, _ = _wait_for_url(proc)
         assert httpx.get(f"{url}/health").json() == {"ok": True, "graph": "approvals_demo"}
         assert "Pending approvals" in httpx.get(f"{url}/").text
-        run = httpx.post(
-            f"{url}/runs", json={"message": "send $5 to kim@example.com"}, timeout=30
-        ).json()
+        body = {"message": "send $5 to kim@example.com"}
+        kim = {"Authorization": "Bearer k1m"}
+        _attacks(url, body, kim)
+        run = httpx.post(f"{url}/runs", json=body, headers=kim, timeout=30).json()
         assert run["status"] == "waiting_approval", run
         p = run["pending_approval"]
         answer = {"approval_id": p["approval_id"], "decision": "approve", "digest": p["digest"]}
+        own = httpx.post(f"{url}/approvals/{run['thread_id']}", json=answer, headers=kim)
+        record("customer approves own payment", ENTRY, own.status_code == 403, "403")
+        assert own.status_code == 403, own.text
         done = httpx.post(
             f"{url}/approvals/{run['thread_id']}",
             json=answer,
