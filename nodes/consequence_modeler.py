@@ -210,6 +210,8 @@ class ConsequenceModeler:
                 env=env,
                 config=config,
                 usage=usage,
+                # "not safe; irreversible" is irreversible: the most severe class named wins.
+                rank=lambda c: severity(c),  # type: ignore[arg-type]
             )
 
         return verdict
