@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 import time
 import uuid
@@ -25,7 +26,7 @@ from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from agentflow.builder import AgentParts
-from agentflow.errors import ConfigurationError, UnknownApprovalError
+from agentflow.errors import ApprovalError, ConfigurationError, UnknownApprovalError
 from agentflow.recording import ApprovalRecord, FanOutRecorder, RunContext
 from agentflow.settings import Settings
 from agentflow.tracing import tracing_session
@@ -35,6 +36,8 @@ from nodes.approval import ApprovalAnswer, ApprovalRequest, accept_answer
 from tools.store import IdempotencyStore
 
 __all__ = ["AgentRuntime", "RunResult", "load_graph_module"]
+
+_log = logging.getLogger(__name__)
 
 
 class RunResult(BaseModel):
@@ -64,6 +67,9 @@ class RunResult(BaseModel):
     """True when the run stopped mid-graph (an error, e.g. the store was down): ``retry`` continues it."""
     needs_input: list[str] = Field(default_factory=list)
     """Fields the answer asked the user for; the next message on the thread supplies them."""
+    internal_error: str | None = Field(default=None, exclude=True)
+    """The error that stopped the run, in full (for the operator: the CLI prints it; it is
+    never serialised, so the HTTP API cannot send it)."""
 
 
 def load_graph_module(spec: str) -> ModuleType:
@@ -162,9 +168,20 @@ class AgentRuntime:
                 self.graph.invoke(payload, config, durability="sync")
             except Exception as exc:  # the checkpoint keeps the run: report, don't lose it
                 res = self.result(thread_id, (time.perf_counter() - start) * 1000)
-                return res.model_copy(
-                    update={"status": "failed", "outcome": f"{type(exc).__name__}: {exc}"}
+                ref = uuid.uuid4().hex[:12]
+                _log.error(
+                    "run %s on thread %s stopped (ref %s)", run_id, thread_id, ref, exc_info=exc
                 )
+                outcome = (
+                    f"stopped by an internal error ({type(exc).__name__}, ref {ref}); the run is "
+                    "kept at its last checkpoint: retry it once the cause is fixed"
+                )
+                update = {
+                    "status": "failed",
+                    "outcome": outcome,
+                    "internal_error": f"{type(exc).__name__}: {exc}",
+                }
+                return res.model_copy(update=update)
         return self.result(thread_id, (time.perf_counter() - start) * 1000)
 
     def result(self, thread_id: str, latency_ms: float = 0.0) -> RunResult:
@@ -253,7 +270,11 @@ class AgentRuntime:
                     digest=answer.digest,
                     decision="refused",
                     approver=answer.approver,
-                    reason=str(exc)[:500],
+                    # Our own refusals say why; anything else (a store or database error)
+                    # is named by its kind only: the ledger is shown to API callers.
+                    reason=(exc.message if isinstance(exc, ApprovalError) else type(exc).__name__)[
+                        :500
+                    ],
                 ),
             )
             raise

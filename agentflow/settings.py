@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     """How long an in-flight idempotency key is held before its outcome counts as unknown."""
     retention_seconds: int = 24 * 3600
     """How long completed idempotency results are kept."""
-    approval_ttl_seconds: float = 24 * 3600
+    approval_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     """How long an approval grant stays usable; after it the call is refused (ask again)."""
 
     # --- tracing ------------------------------------------------------------------

@@ -55,7 +55,9 @@ class NodeEnv:
     def recorder_for(self, config: RunnableConfig | None) -> Recorder:
         """The run's recorder if it brought one, else the default."""
         rec = (config or {}).get("configurable", {}).get("recorder")
-        return rec if rec is not None else self.recorder
+        # Only an object the process made itself: a client's config (LangGraph Server
+        # merges it into the run's) can carry any JSON under this key.
+        return rec if isinstance(rec, Recorder) else self.recorder
 
     def record(
         self, config: RunnableConfig | None, node: str, decisions: Iterable[Decision[Any]]

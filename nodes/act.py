@@ -47,6 +47,7 @@ def _ask_again(
         "approved": False,
         "approved_by": None,
         "renewal": int(assessment.get("renewal") or 0) + 1,
+        "edit_of": None,  # the edit's grant is spent by time: a human must answer again
     }
     request = request_for({**state, "assessment": renewed}, ctx.thread_id)
     env.recorder_for(config).approval(

@@ -38,6 +38,7 @@ never repeat the effect.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -377,10 +378,11 @@ def approval_node(
 
     def _granted_by_edit(request: ApprovalRequest) -> Grant | None:
         """The grant an approver's edit wrote for exactly this (edited) call, if unused."""
-        if request.edit_of is None or store is None:
+        # A renewal is asked because a grant expired: a human answers it, never the edit.
+        if request.edit_of is None or request.renewal or store is None:
             return None
         grant = store().granted(request.thread_id, request.digest)
-        if grant is None or not grant.edit or grant.used:
+        if grant is None or not grant.edit or grant.used or grant.expires_at <= time.time():
             return None
         return grant if grant.approval_id == request.edit_of else None
 

@@ -39,6 +39,8 @@ def _print_result(res: Any, json_out: bool) -> None:
     if res.outcome:
         # Model and tool text is data: rich must not read "[...]" in it as markup.
         console.print(f"[green]outcome[/] {escape(res.outcome)}")
+    if res.internal_error:
+        console.print(f"[red]error[/] {escape(res.internal_error)}")
     if res.needs_input:
         console.print(
             f"[yellow]asked the user for[/] {', '.join(res.needs_input)}: reply with "

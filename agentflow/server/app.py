@@ -309,13 +309,13 @@ def create_app(
         try:
             who.require("approve")
         except AuthRefusal as refusal:
-            await run_in_threadpool(svc.record_refusal, thread_id, refusal, who.name)
+            await run_in_threadpool(svc.record_refusal, thread_id, refusal, who)
             raise
         body = _parse(AnswerRequest, await request.body())
         try:
             check_claim(who.name, body.approver)
         except AuthRefusal as refusal:
-            await run_in_threadpool(svc.record_refusal, thread_id, refusal, who.name, body)
+            await run_in_threadpool(svc.record_refusal, thread_id, refusal, who, body)
             raise
         return await run_in_threadpool(svc.answer, thread_id, who.name, body)
 

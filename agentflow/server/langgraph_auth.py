@@ -8,11 +8,14 @@ request                                      needs
 ===========================================  ==============================================
 anything                                     a valid token (401 before a graph runs)
 create a thread                              ``run``; the thread's ``owner`` is the token's
-start a run or resume one on a thread        ``run`` or ``approve``; the caller's own thread
-                                             (approvers: any thread)
-read, search, update (state), delete a       ``read`` (update: ``approve``); own threads
-thread                                       only, approvers all
-crons                                        ``run``
+a run with a new message                     ``run``; own threads only; the input carries
+                                             only ``messages``, and ``customer`` is set from
+                                             the token (as the HTTP API does)
+a run with a ``Command`` (resume, update)    ``approve``; any thread
+read, search, delete a thread                ``read``; own threads only, approvers all
+update a thread (state, metadata)            ``approve``
+assistants                                   read and search only
+crons, the store, anything else              refused (403)
 ===========================================  ==============================================
 
 Someone else's thread is filtered out (the server answers 404), never shown. The token's
@@ -29,7 +32,7 @@ from typing import Any
 
 from langgraph_sdk import Auth
 
-from agentflow.server.auth import AuthRefusal, authenticate
+from agentflow.server.auth import AuthRefusal, Identity, authenticate
 from agentflow.settings import Scope, Settings
 from nodes.approval import APPROVE_PERMISSION
 
@@ -81,10 +84,30 @@ async def _create_thread(
 async def _create_run(
     ctx: Auth.types.AuthContext, value: Auth.types.RunsCreate
 ) -> dict[str, Any] | None:
-    _need(ctx, "run", "approve")
+    kwargs: dict[str, Any] = value.get("kwargs") or {}  # type: ignore[assignment]
     metadata = value.setdefault("metadata", {})
-    metadata.setdefault(_OWNER, ctx.user.identity)
-    return _own(ctx)
+    metadata[_OWNER] = ctx.user.identity  # a run can create its thread: never someone else's
+    if kwargs.get("command") is not None:
+        # A resume, or a Command that writes state: an approver's act, on any thread.
+        _need(ctx, "approve")
+        return None
+    # A new message: only in one's own threads, acting for one's own customer, and
+    # carrying nothing but messages (other keys would be state written by the caller).
+    _need(ctx, "run")
+    given = kwargs.get("input")
+    if given is not None:
+        if not isinstance(given, dict) or set(given) - {"messages"}:
+            raise Auth.exceptions.HTTPException(
+                status_code=403, detail="a run's input may carry only 'messages'"
+            )
+        kwargs["input"] = {**given, "customer": _principal(ctx.user.identity)}
+    return {_OWNER: ctx.user.identity}
+
+
+def _principal(identity: str) -> dict[str, Any]:
+    """``state.customer`` of a run: the token's customer and name, as the HTTP API sets it."""
+    entry = Settings().tokens.get(identity)
+    return Identity(identity, entry.scopes, dict(entry.customer)).principal if entry else {}
 
 
 @auth.on.threads.update
@@ -103,5 +126,21 @@ async def _other_thread_actions(ctx: Auth.types.AuthContext, value: Any) -> dict
 
 @auth.on.crons
 async def _crons(ctx: Auth.types.AuthContext, value: Any) -> dict[str, Any] | None:
-    _need(ctx, "run")
-    return _own(ctx)
+    # Scheduled runs would run outside any request, with nobody's scopes: not offered.
+    raise Auth.exceptions.HTTPException(status_code=403, detail="crons are not enabled here")
+
+
+@auth.on.assistants
+async def _assistants(ctx: Auth.types.AuthContext, value: Any) -> None:
+    if ctx.action not in ("read", "search"):
+        # The graphs served are the deployment's: no token creates or rewires one.
+        raise Auth.exceptions.HTTPException(status_code=403, detail="assistants are read-only here")
+    _need(ctx, "run", "read", "approve")
+
+
+@auth.on
+async def _everything_else(ctx: Auth.types.AuthContext, value: Any) -> None:
+    # Deny by default: a resource without a rule above (the store, new ones) is closed.
+    raise Auth.exceptions.HTTPException(
+        status_code=403, detail=f"{ctx.resource}.{ctx.action} is not enabled here"
+    )

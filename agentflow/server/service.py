@@ -130,8 +130,11 @@ class AgentService:
         thread_id = body.thread_id or f"t_{uuid.uuid4().hex[:12]}"
         with self._lock(thread_id):
             snapshot = self._snapshot(thread_id)
-            if snapshot.created_at is not None and self._owner(snapshot.values or {}) != who.name:
-                # Not even an approver writes into someone else's conversation.
+            if body.thread_id is not None and (
+                snapshot.created_at is None or self._owner(snapshot.values or {}) != who.name
+            ):
+                # Not even an approver writes into someone else's conversation; and the
+                # same answer for a thread that does not exist says nothing of which do.
                 raise UnknownThreadError(f"there is no thread {thread_id!r} of yours")
             waiting = self.runtime.pending(thread_id)
             if waiting is not None:
@@ -159,29 +162,37 @@ class AgentService:
         self,
         thread_id: str,
         refusal: AuthRefusal,
-        identity: str | None = None,
+        identity: Identity | None = None,
         body: AnswerRequest | None = None,
     ) -> None:
         """Record an answer refused before the runtime saw it, under whoever is proven.
 
-        With no authenticated ``identity`` nothing is written (only logged): a record in
-        the ledger names who did something, and an unauthenticated caller is no one.
+        With no authenticated ``identity``, or on a thread it may not see, nothing is
+        written (only logged): a ledger row names who did something, on a thread of theirs.
         """
         reason = f"{refusal.status}: {refusal.message}"
         if identity is None:
             _log.warning("unauthenticated approval answer on thread %s: %s", thread_id, reason)
             return
         try:
-            pending = self.runtime.pending(thread_id)
-        except Exception:  # an odd thread id must not stop the refusal from being recorded
-            pending = None
+            snapshot = self._snapshot(thread_id)
+            visible = snapshot.created_at is not None and self._visible(
+                snapshot.values or {}, identity
+            )
+            pending = self.runtime.pending(thread_id) if visible else None
+        except Exception:  # an odd thread id must not stop the refusal from being logged
+            visible, pending = False, None
+        if not visible:
+            # Nobody writes rows into a thread they cannot see, not even refusals.
+            _log.warning("refused answer by %s on thread %s: %s", identity.name, thread_id, reason)
+            return
         record = ApprovalRecord(
             approval_id=(body.approval_id if body else None)
             or (pending.approval_id if pending else ""),
             tool=pending.tool if pending else "",
             digest=body.digest if body else "",
             decision="refused",
-            approver=identity,
+            approver=identity.name,
             reason=reason[:500],
             payload=pending.model_dump(mode="json") if pending else {},
         )

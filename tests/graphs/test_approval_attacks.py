@@ -291,3 +291,30 @@ def test_an_expired_approval_pays_nothing_and_is_asked_again(settings: Settings)
         again = answer.model_copy(update={"approval_id": renewed["approval_id"]})
         assert normal.answer(thread_id, again).status == "done"
     assert _refunds() == before + 1
+
+
+def test_an_edit_whose_approval_expired_is_asked_of_a_human_again(settings: Settings) -> None:
+    """The edit's own grant lapses before the edited call begins: the gate must not keep
+    granting it from the edit (a loop until LangGraph's step limit); a human is asked."""
+    brief = settings.model_copy(update={"approval_ttl_seconds": 0.001})
+    llm = FakeListChatModel(responses=["Thanks, that is done."])
+    with AgentRuntime.open("graphs/support.py", settings=brief, llm=llm) as short:
+        thread_id, pending = _waiting(short)
+        before = _refunds()
+        edit = ApprovalAnswer(
+            approval_id=pending["approval_id"],
+            decision="edit",
+            approver="sam",
+            digest=pending["digest"],
+            args={**pending["args"], "amount_cents": 2000},
+        )
+        res = short.answer(thread_id, edit)
+        assert res.status == "waiting_approval" and res.pending_approval, res.outcome
+        # The edited call waits for a human (its own id), whether the gate saw the edit's
+        # grant expired or the executor did.
+        assert res.pending_approval["approval_id"] != pending["approval_id"]
+        assert res.pending_approval["args"]["amount_cents"] == 2000
+        rows = [r.decision for r in short.ledger.approvals(thread_id=thread_id)]
+        ok = _refunds() == before and rows.count("approve") <= 1 and len(rows) < 8
+        record("edit whose approval expired", "runtime / approval gate", ok, "asked again")
+        assert ok, rows

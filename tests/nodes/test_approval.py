@@ -80,3 +80,17 @@ def test_a_resume_without_an_authenticated_approver_runs_nothing(
     assert [r.decision for r in rows] == ["refused"], rows
     assert "not accepted for an authenticated approver" in (rows[0].reason or "")
     ledger.close()
+
+
+def test_a_recorder_in_a_clients_config_is_not_used() -> None:
+    """LangGraph Server merges a client's config into the run's: JSON under ``recorder``
+    must not replace the process's own recorder (it would break every later answer)."""
+    from agentflow.recording import NullRecorder
+    from nodes._common import NodeEnv
+
+    own = NullRecorder()
+    env = NodeEnv(recorder=own)
+    assert env.recorder_for({"configurable": {"recorder": "x"}}) is own
+    assert env.recorder_for({"configurable": {"recorder": {"decision": 1}}}) is own
+    other = NullRecorder()
+    assert env.recorder_for({"configurable": {"recorder": other}}) is other

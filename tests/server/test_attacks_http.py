@@ -132,6 +132,21 @@ def test_a_customer_cannot_read_list_or_write_into_another_customers_thread(
     ok = write.status_code == 404 and _unchanged(runtime, support_env, thread) == before
     record("write into another customer's thread", ENTRY, ok, "404")
     assert ok, write.text
+    # A thread that does not exist answers the same: no probing for which ids do.
+    made_up = client.post(
+        "/runs", json={**body, "thread_id": "t_madeup00000"}, headers=auth("mallory")
+    )
+    assert made_up.status_code == 404 and made_up.json()["error"].replace(
+        "t_madeup00000", thread
+    ) == write.json()["error"]
+
+    # A read-only token writes no rows into a thread it cannot see, not even refusals.
+    rows = len(runtime.ledger.approvals(thread_id=thread))
+    pending = run["pending_approval"]
+    res = client.post(f"/approvals/{thread}", json=_answer(pending), headers=auth("auditor"))
+    ok = res.status_code == 403 and len(runtime.ledger.approvals(thread_id=thread)) == rows
+    record("refusal rows on an unseen thread", ENTRY, ok, "403, nothing written")
+    assert ok, res.text
 
 
 def test_a_run_acts_for_the_tokens_customer_never_the_bodys(
@@ -255,7 +270,8 @@ def test_a_server_side_failure_tells_the_caller_no_internal_text(
             assert ok.status_code == 200, ok.text
             db.write_bytes(b"this is not a database" * 400)
             res = c.get(f"/runs/{ok.json()['thread_id']}", headers=kim)
-    body = res.text
+            run = c.post("/runs", json={"message": "send $6 to a@b.c"}, headers=kim)
+    body = res.text + run.text
     leaked = [w for w in (str(tmp_path), "SELECT", "sqlite3", "not a database") if w in body]
     ok_ = res.status_code >= 500 and "ref " in res.json()["error"] and not leaked
     record("provoke an internal error", ENTRY, ok_, f"{res.status_code}, no internal text")

@@ -171,15 +171,15 @@ def test_scopes_and_owners_hold_on_langgraph_server(langgraph_server: LangGraphS
     thread_id, request = _customer_waiting(server)
     before = _payments(server)
 
-    # The owner may run and read their thread, but a resume without `approve` is refused
-    # by the approval node: the run asks again and nothing is paid.
+    # The owner may run and read their thread, but not resume it: that is an approver's.
     answer = {"approval_id": request.approval_id, "decision": "approve", "digest": request.digest}
-    alex = get_sync_client(url=url, headers=server.headers_for("alex"))
-    out = alex.runs.wait(thread_id, "approvals_demo", command={"resume": answer})
-    asked_again = isinstance(out, dict) and bool(out.get("__interrupt__"))
+    resume = {"assistant_id": "approvals_demo", "command": {"resume": answer}}
+    own = httpx.post(
+        f"{url}/threads/{thread_id}/runs/wait", json=resume, headers=server.headers_for("alex")
+    )
     paid = _payments(server) - before
-    record("resume by the owner, no approve scope", ENTRY, asked_again and paid == 0, "asked again")
-    assert asked_again and paid == 0, out
+    record("resume by the owner, no approve scope", ENTRY, own.status_code == 403 and not paid)
+    assert own.status_code == 403 and paid == 0, own.text
 
     update = httpx.post(
         f"{url}/threads/{thread_id}/state",
@@ -189,13 +189,14 @@ def test_scopes_and_owners_hold_on_langgraph_server(langgraph_server: LangGraphS
     record("state update by the owner (no approve)", ENTRY, update.status_code == 403, "403")
     assert update.status_code == 403, update.text
 
+    message = {"messages": [{"role": "user", "content": "send $9 to mallory@example.com"}]}
     for label, call in (
         ("read", lambda h: httpx.get(f"{url}/threads/{thread_id}/state", headers=h)),
         (
             "run",
             lambda h: httpx.post(
                 f"{url}/threads/{thread_id}/runs/wait",
-                json={"assistant_id": "approvals_demo", "command": {"resume": answer}},
+                json={"assistant_id": "approvals_demo", "input": message},
                 headers=h,
             ),
         ),
@@ -213,6 +214,8 @@ def test_scopes_and_owners_hold_on_langgraph_server(langgraph_server: LangGraphS
     record("create a thread without run scope", ENTRY, created.status_code == 403, "403")
     assert created.status_code == 403
 
+    _closed_doors(server)
+
     # An approver sees the customer's thread and answers it: paid once, under their name.
     sam = get_sync_client(url=url, headers=server.headers)
     assert sam.threads.get_state(thread_id)["next"] == ["approval"]
@@ -220,3 +223,47 @@ def test_scopes_and_owners_hold_on_langgraph_server(langgraph_server: LangGraphS
     assert isinstance(out, dict) and out.get("status") == "done", out.get("__interrupt__")
     assert _payments(server) == before + 1
     assert [a["approver"] for a in out["approvals"]] == ["sam"]
+
+
+def _closed_doors(server: LangGraphServer) -> None:
+    """What a customer's token must not reach: other state keys in a run's input, a thread
+    planted in someone else's name, the assistants, the store, crons."""
+    url, alex = server.url, server.headers_for("alex")
+    forged = {
+        "assistant_id": "approvals_demo",
+        "input": {"messages": [], "customer": {"email": "victim@example.com"}},
+    }
+    res = httpx.post(f"{url}/runs/wait", json=forged, headers=alex)
+    record("run input with a forged customer", ENTRY, res.status_code == 403, "403")
+    assert res.status_code == 403, res.text
+
+    planted = {
+        "assistant_id": "approvals_demo",
+        "input": {"messages": [{"role": "user", "content": "hello"}]},
+        "metadata": {"owner": "mallory"},
+        "if_not_exists": "create",
+    }
+    tid = "00000000-0000-4000-8000-00000000a1e5"
+    res = httpx.post(f"{url}/threads/{tid}/runs/wait", json=planted, headers=alex)
+    assert res.status_code == 200, res.text
+    mine = httpx.get(f"{url}/threads/{tid}", headers=alex)
+    theirs = httpx.get(f"{url}/threads/{tid}", headers=server.headers_for("mallory"))
+    ok = mine.status_code == 200 and mine.json()["metadata"]["owner"] == "alex"
+    ok = ok and theirs.status_code == 404
+    record("plant a thread in another's name", ENTRY, ok, "owned by the caller")
+    assert ok, (mine.text, theirs.status_code)
+
+    assistants = httpx.post(f"{url}/assistants/search", json={}, headers=alex)
+    assert assistants.status_code == 200, assistants.text
+    aid = next(a["assistant_id"] for a in assistants.json() if a["graph_id"] == "approvals_demo")
+    patch = httpx.patch(f"{url}/assistants/{aid}", json={"graph_id": "support"}, headers=alex)
+    record("rewire an assistant", ENTRY, patch.status_code == 403, "403")
+    assert patch.status_code == 403, patch.text
+    item = {"namespace": ["x"], "key": "k", "value": {"v": 1}}
+    store = httpx.put(f"{url}/store/items", json=item, headers=alex)
+    record("write the server's store", ENTRY, store.status_code == 403, "403")
+    assert store.status_code == 403, store.text
+    cron = {"assistant_id": "approvals_demo", "schedule": "* * * * *", "input": {"messages": []}}
+    res = httpx.post(f"{url}/runs/crons", json=cron, headers=alex)
+    record("schedule a cron", ENTRY, res.status_code in (403, 404), str(res.status_code))
+    assert res.status_code in (403, 404), res.text  # 404: this server has no crons at all
