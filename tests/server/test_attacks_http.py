@@ -136,9 +136,10 @@ def test_a_customer_cannot_read_list_or_write_into_another_customers_thread(
     made_up = client.post(
         "/runs", json={**body, "thread_id": "t_madeup00000"}, headers=auth("mallory")
     )
-    assert made_up.status_code == 404 and made_up.json()["error"].replace(
-        "t_madeup00000", thread
-    ) == write.json()["error"]
+    assert (
+        made_up.status_code == 404
+        and made_up.json()["error"].replace("t_madeup00000", thread) == write.json()["error"]
+    )
 
     # A read-only token writes no rows into a thread it cannot see, not even refusals.
     rows = len(runtime.ledger.approvals(thread_id=thread))
