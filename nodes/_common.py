@@ -27,6 +27,7 @@ __all__ = [
     "llm_choice",
     "parse_choice",
     "request_text",
+    "turn_of",
 ]
 
 
@@ -352,6 +353,14 @@ def last_user_text(state: AgentState) -> str:
     for message in reversed(state.get("messages", [])):
         if isinstance(message, HumanMessage):
             return str(message.content)
+    return ""
+
+
+def turn_of(state: AgentState) -> str:
+    """The id of the latest user message: the turn a plan answers (see :mod:`tools.keys`)."""
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage):
+            return str(message.id or "")
     return ""
 
 

@@ -20,7 +20,7 @@ from langchain_core.runnables import RunnableConfig
 from agentflow.errors import KeyInFlightError, StoreUnavailableError
 from agentflow.recording import ApprovalRecord, RunContext
 from agentflow.state import AgentState, Observation, Plan
-from nodes._common import NodeEnv
+from nodes._common import NodeEnv, turn_of
 from nodes.approval import request_for
 from tools.executor import GuardedExecutor, ToolCall
 
@@ -80,7 +80,12 @@ def act_node(
         step = plan.steps[cursor]
         ctx = env.context(config, "act")
         result = executor.execute(
-            ToolCall(tool=step.tool, args=assessment.get("args", step.args), step=cursor),
+            ToolCall(
+                tool=step.tool,
+                args=assessment.get("args", step.args),
+                step=cursor,
+                turn=turn_of(state),
+            ),
             assessment.get("class", "unknown"),
             thread_id=ctx.thread_id,
             run=ctx,

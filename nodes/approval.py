@@ -55,7 +55,7 @@ from agentflow.errors import (
 )
 from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState
-from nodes._common import NodeEnv, request_text
+from nodes._common import NodeEnv, request_text, turn_of
 from tools.contract import ToolRegistry
 from tools.keys import action_digest, canonical_json, fingerprint
 from tools.store import AnswerResult, Grant, IdempotencyStore
@@ -252,16 +252,20 @@ def build_request(
     thread_id: str,
     *,
     request: str = "",
+    turn: str = "",
 ) -> ApprovalRequest:
     """The approval request for an assessed call (deterministic: same inputs, same id).
 
-    The id names the thread, the plan step, the action's digest and its renewal (an
-    action asked again after its approval expired is a new question with a new id).
+    The id names the thread, the turn (:mod:`tools.keys`), the plan step, the action's
+    digest and its renewal: the same refund asked for again in a later turn, or asked
+    again after its approval expired, is a new question with a new id.
     """
     tool, args = assessment["tool"], assessment["args"]
     digest = action_digest(tool, args)
     renewal = int(assessment.get("renewal") or 0)
     material: dict[str, Any] = {"thread": thread_id, "step": cursor, "digest": digest}
+    if turn:
+        material["turn"] = turn
     if renewal:
         material["renewal"] = renewal
     seed = canonical_json(material)
@@ -292,6 +296,7 @@ def request_for(state: AgentState, thread_id: str) -> ApprovalRequest:
         (state.get("plan") or {}).get("goal", ""),
         thread_id,
         request=request_text(state),
+        turn=turn_of(state),
     )
 
 

@@ -85,6 +85,8 @@ class ToolCall(BaseModel):
     """Arguments, validated against the tool's input model."""
     step: int = 0
     """Plan step; part of the derived key, so the same call at another step is another call."""
+    turn: str = ""
+    """The user message the plan answers (see :mod:`tools.keys`); part of the derived key."""
     key: str | None = None
     """Explicit idempotency key (e.g. from a client's Idempotency-Key); default: derived."""
 
@@ -287,7 +289,9 @@ class GuardedExecutor:
                 return done(cls, "failed", ran=ran, attempts=n, retryable=is_retryable(ran.error))
             return done(cls, "ok", ran=ran, attempts=n)
 
-        key = call.key or derive_key(self.namespace, thread_id, call.step, spec.name, json_args)
+        key = call.key or derive_key(
+            self.namespace, thread_id, call.step, spec.name, json_args, turn=call.turn
+        )
         if not key.startswith(key_prefix(self.namespace)):
             msg = f"explicit key {key!r} is outside the namespace {self.namespace!r}"
             return done(cls, "refused", key=key, error=msg)

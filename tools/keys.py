@@ -1,8 +1,19 @@
 """Derived idempotency keys: the same call always gets the same key, never a random one.
 
-A key is the sha256 of the canonical JSON of (thread id, plan step, tool name, canonical
-arguments), prefixed by the deployment's namespace: ``{namespace}:idem:{hex}``. A node
-replayed after a crash derives the same key, so the store recognises the call.
+A key is the sha256 of the canonical JSON of (thread id, turn, plan step, tool name,
+canonical arguments), prefixed by the deployment's namespace: ``{namespace}:idem:{hex}``.
+
+The *turn* names the user message the plan answers (the id LangGraph gave that message
+when it entered the thread's state, kept in the checkpoint). So:
+
+- a replay of the same turn (a resume, a retry after a crash, LangGraph re-running a
+  node) derives the same key, and the store recognises the call: it never runs twice;
+- a new request in the same thread, even word for word the same ("refund $25 for order
+  58812" again, a day later) is a new turn: a new key, and a new approval, so a
+  deliberate repeat is done, not silently swallowed as a replay.
+
+Without a turn (``turn=""``: a call outside a conversation) the key is that of
+(thread, step, tool, arguments).
 
 Canonical JSON: keys sorted, no whitespace, UTF-8 kept as is, integral floats written as
 integers (``1.0`` and ``1`` are the same JSON number, as in RFC 8785), NaN and infinities
@@ -84,13 +95,18 @@ def key_prefix(namespace: str) -> str:
     return f"{namespace}:idem:"
 
 
-def derive_key(namespace: str, thread_id: str, step: int, tool: str, args: Any) -> str:
-    """The idempotency key of one call: ``{namespace}:idem:{sha256 hex}``.
+def derive_key(
+    namespace: str, thread_id: str, step: int, tool: str, args: Any, *, turn: str = ""
+) -> str:
+    """The idempotency key of one call: ``{namespace}:idem:{sha256 hex}`` (see above).
 
     The hashed text is a JSON array of the parts, so no two different calls can produce
     the same text by shifting characters between parts.
     """
-    material = canonical_json([thread_id, step, tool, args])
+    parts: list[Any] = (
+        [thread_id, turn, step, tool, args] if turn else [thread_id, step, tool, args]
+    )
+    material = canonical_json(parts)
     digest = hashlib.sha256(material.encode("utf-8")).hexdigest()
     return f"{key_prefix(namespace)}{digest}"
 
