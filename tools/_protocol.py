@@ -10,8 +10,10 @@ handed out no lease.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,7 @@ from pydantic_core import to_jsonable_python
 
 from agentflow.consequence import ConsequenceClass
 from agentflow.errors import (
+    AgentflowError,
     KeyInFlightError,
     KeyMismatchError,
     OutcomeUnknownError,
@@ -37,6 +40,7 @@ __all__ = [
     "Complete",
     "Fail",
     "Finisher",
+    "Lease",
     "Op",
     "Ran",
     "Recall",
@@ -103,6 +107,18 @@ class Fail:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """The lease a running call holds, renewed while it runs (the lease follows the call)."""
+
+    key: str
+    """The idempotency key."""
+    token: str
+    """The holder's token."""
+    seconds: float
+    """Lease length; renewed every third of it."""
+
+
+@dataclass(frozen=True)
 class Run:
     """Call the tool once."""
 
@@ -112,6 +128,8 @@ class Run:
     """Validated arguments."""
     ctx: ToolContext
     """Key, thread, attempt and step handed to the tool."""
+    lease: Lease | None = None
+    """The lease to keep alive while the tool runs (None for calls without a key)."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +169,11 @@ def is_retryable(exc: BaseException) -> bool:
 def perform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> Any:
     """Carry out ``op`` synchronously (a synchronous store; tool calls never raise)."""
     if isinstance(op, Run):
-        return _call(lambda: op.spec.fn(**op.spec.bind(op.kwargs, op.ctx)))
+        call = lambda: op.spec.fn(**op.spec.bind(op.kwargs, op.ctx))  # noqa: E731
+        if op.lease is None or not isinstance(store, IdempotencyStore):
+            return _call(call)
+        with _heartbeat(store, op.lease):
+            return _call(call)
     if isinstance(op, Sleep):
         time.sleep(op.seconds)
         return None
@@ -168,7 +190,13 @@ def perform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> A
 async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> Any:
     """Carry out ``op`` on the event loop (a sync store's calls go to a thread)."""
     if isinstance(op, Run):
-        return await _acall(op)
+        if op.lease is None or store is None:
+            return await _acall(op)
+        beat = asyncio.create_task(_abeat(store, op.lease))
+        try:
+            return await _acall(op)
+        finally:
+            beat.cancel()
     if isinstance(op, Sleep):
         await asyncio.sleep(op.seconds)
         return None
@@ -182,6 +210,49 @@ async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: O
     if isinstance(op, Complete):
         return await store.complete(op.key, op.token, op.output)
     return await store.fail(op.key, op.token, op.error, retryable=op.retryable)
+
+
+@contextmanager
+def _heartbeat(store: IdempotencyStore, lease: Lease) -> Iterator[None]:
+    """Renew ``lease`` every third of its length until the block ends.
+
+    A slow call is then never taken for a lost one; a holder that dies stops renewing,
+    and its lease ends as before. Renewal failures (store down, lease lost) only stop
+    the heartbeat: what the call does next is decided when it completes.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(lease.seconds / 3):
+            try:
+                if not store.renew(lease.key, lease.token, lease.seconds):
+                    return
+            except AgentflowError:
+                return
+
+    thread = threading.Thread(target=beat, name=f"lease {lease.key[-8:]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=lease.seconds)
+
+
+async def _abeat(store: IdempotencyStore | AsyncIdempotencyStore, lease: Lease) -> None:
+    while True:
+        await asyncio.sleep(lease.seconds / 3)
+        try:
+            if isinstance(store, IdempotencyStore):
+                renewed = await asyncio.to_thread(
+                    store.renew, lease.key, lease.token, lease.seconds
+                )
+            else:
+                renewed = await store.renew(lease.key, lease.token, lease.seconds)
+        except AgentflowError:
+            return
+        if not renewed:
+            return
 
 
 def _call(fn: Callable[[], Any]) -> Ran:

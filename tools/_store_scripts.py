@@ -6,7 +6,7 @@ with EVALSHA. Time comes from the server (``TIME``), never from a worker's clock
 
 from __future__ import annotations
 
-__all__ = ["ANSWER", "ASSESS", "BEGIN", "COMPLETE", "FAIL", "SETTLE"]
+__all__ = ["ANSWER", "ASSESS", "BEGIN", "COMPLETE", "FAIL", "RENEW", "SETTLE"]
 
 # KEYS[2], when given, is the approval grant a new lease must consume (irreversible and
 # unknown calls): unexpired, for this fingerprint, and never used before. A key
@@ -123,4 +123,15 @@ if tonumber(ARGV[1]) > old then
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
 return redis.call('HGET', KEYS[1], 'class')
+"""
+
+# The lease follows the call: while the holder's tool runs, its heartbeat pushes the
+# deadline on. Only the token that holds an in-flight lease can renew it.
+RENEW = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'token')
+if r[1] ~= 'in_flight' or r[2] ~= ARGV[1] then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', KEYS[1], 'deadline', string.format('%d', now + tonumber(ARGV[2])))
+return 1
 """

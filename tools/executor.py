@@ -58,6 +58,7 @@ from tools._protocol import (
     Complete,
     Fail,
     Finisher,
+    Lease,
     Op,
     Ran,
     Recall,
@@ -315,8 +316,9 @@ class GuardedExecutor:
             return settled(done, cls, begin)
 
         retries = cls == "retry_safe"
+        lease = Lease(key, begin.token, self.lease_s) if begin.token else None
         ran, n = yield from self._attempts(
-            spec, kwargs, key, thread_id, call.step, begin.attempt, retries, done, cls
+            spec, kwargs, key, thread_id, call.step, begin.attempt, retries, done, cls, lease
         )
         assert begin.token is not None
         if ran.error is None:
@@ -364,8 +366,10 @@ class GuardedExecutor:
         retries: bool,
         done: Finisher,
         cls: ConsequenceClass,
+        lease: Lease | None = None,
     ) -> Generator[Op, Any, tuple[Ran, int]]:
-        """Call the tool, retrying (same key) while allowed and the tool says retryable."""
+        """Call the tool, retrying (same key) while allowed and the tool says retryable;
+        ``lease`` is renewed while each attempt runs."""
         delays = self.retry.delays() if retries else iter(())
         n = 0
         while True:
@@ -373,7 +377,7 @@ class GuardedExecutor:
                 idempotency_key=key, thread_id=thread_id, attempt=first + n, step=step
             )
             n += 1
-            ran: Ran = yield Run(spec, kwargs, ctx)
+            ran: Ran = yield Run(spec, kwargs, ctx, lease)
             if ran.error is None or not is_retryable(ran.error):
                 return ran, n
             delay = next(delays, None)

@@ -49,6 +49,7 @@ from tools._store_scripts import ASSESS as _ASSESS
 from tools._store_scripts import BEGIN as _BEGIN
 from tools._store_scripts import COMPLETE as _COMPLETE
 from tools._store_scripts import FAIL as _FAIL
+from tools._store_scripts import RENEW as _RENEW
 from tools._store_scripts import SETTLE as _SETTLE
 from tools.keys import answer_key, assessment_key, grant_key, key_prefix
 
@@ -313,6 +314,7 @@ class IdempotencyStore(_StoreBase):
         self._settle = client.register_script(_SETTLE)
         self._answer = client.register_script(_ANSWER)
         self._assess = client.register_script(_ASSESS)
+        self._renew = client.register_script(_RENEW)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> IdempotencyStore:
@@ -422,6 +424,12 @@ class IdempotencyStore(_StoreBase):
         args = [token, _encode_result(result), str(self._retention_ms)]
         return bool(self._run(self._complete, keys=[key], args=args) == "stored")
 
+    def renew(self, key: str, token: str, lease_s: float) -> bool:
+        """Push the lease's deadline to ``lease_s`` from now; False when ``token`` lost it."""
+        self._check(key)
+        args = [token, str(max(1, round(lease_s * 1000)))]
+        return bool(self._run(self._renew, keys=[key], args=args))
+
     def fail(self, key: str, token: str, error: str, *, retryable: bool) -> bool:
         """Release (retryable) or keep as failed; False when ``token`` lost the lease."""
         self._check(key)
@@ -476,6 +484,7 @@ class AsyncIdempotencyStore(_StoreBase):
         self._settle = client.register_script(_SETTLE)
         self._answer = client.register_script(_ANSWER)
         self._assess = client.register_script(_ASSESS)
+        self._renew = client.register_script(_RENEW)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncIdempotencyStore:
@@ -578,6 +587,12 @@ class AsyncIdempotencyStore(_StoreBase):
         self._check(key)
         args = [token, _encode_result(result), str(self._retention_ms)]
         return bool(await self._run(self._complete, keys=[key], args=args) == "stored")
+
+    async def renew(self, key: str, token: str, lease_s: float) -> bool:
+        """Push the lease's deadline to ``lease_s`` from now; False when ``token`` lost it."""
+        self._check(key)
+        args = [token, str(max(1, round(lease_s * 1000)))]
+        return bool(await self._run(self._renew, keys=[key], args=args))
 
     async def fail(self, key: str, token: str, error: str, *, retryable: bool) -> bool:
         """Release (retryable) or keep as failed; False when ``token`` lost the lease."""
