@@ -43,6 +43,7 @@ from nodes.respond import respond_node
 from nodes.router import Route, Router, router_node
 from tools.contract import ToolRegistry, ToolSpec
 from tools.executor import GuardedExecutor
+from tools.journal import EffectJournal
 from tools.store import IdempotencyStore
 
 __all__ = ["AgentParts", "agent"]
@@ -68,8 +69,16 @@ class AgentParts:
 
 def _executor(tools: ToolRegistry, settings: Settings, recorder: Recorder) -> GuardedExecutor:
     store = IdempotencyStore.from_settings(settings)
+    # The ledger (what AgentRuntime records to) is also the effects journal: outcomes of
+    # non-safe calls outlive the store's retention (tools.journal).
+    journal = recorder if isinstance(recorder, EffectJournal) else None
     return GuardedExecutor(
-        tools, store, lease_s=settings.lease_seconds, recorder=recorder, assessed_only=True
+        tools,
+        store,
+        lease_s=settings.lease_seconds,
+        recorder=recorder,
+        assessed_only=True,
+        journal=journal,
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Engine, Table, create_engine, event, insert
+from sqlalchemy import Engine, Table, create_engine, event, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -32,11 +32,13 @@ from checkpoints.savers import parse_database_url
 from checkpoints.schema import (
     approvals,
     decisions,
+    effects,
     head_versions,
     labels,
     llm_calls,
     tool_calls,
 )
+from tools.journal import EffectEntry, EffectOutcome
 
 __all__ = ["Ledger"]
 
@@ -226,6 +228,56 @@ class Ledger(LedgerQueries):
         self._insert(approvals, {**self._ctx(ctx), **_json(record.model_dump())})
 
     # --- labels and heads ---------------------------------------------------------------
+
+    # --- EffectJournal (tools.journal) ---------------------------------------------------
+
+    def effect(
+        self,
+        key: str,
+        *,
+        thread_id: str,
+        tool: str,
+        fingerprint: str,
+        outcome: EffectOutcome,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the outcome of ``key`` (insert, or update the row already there)."""
+        self._require_ready()
+        now = self._clock()
+        values = {"outcome": outcome, "result": _json(result), "error": error, "updated_at": now}
+        change = update(effects).where(effects.c.idempotency_key == key).values(**values)
+        row = {"idempotency_key": key, "thread_id": thread_id, "tool": tool}
+        with self._guard("write an effect to"):
+            with self.engine.begin() as conn:
+                if conn.execute(change).rowcount:
+                    return
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        insert(effects).values(
+                            **row, fingerprint=fingerprint, created_at=now, **values
+                        )
+                    )
+            except IntegrityError:
+                # Another worker inserted it first: ours is the later word on the key.
+                with self.engine.begin() as conn:
+                    conn.execute(change)
+
+    def effect_of(self, key: str) -> EffectEntry | None:
+        """The recorded outcome of ``key``, if any."""
+        self._require_ready()
+        query = select(effects).where(effects.c.idempotency_key == key)
+        with self._guard("read an effect from"), self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        return EffectEntry(
+            outcome=row["outcome"],
+            fingerprint=row["fingerprint"],
+            result=row["result"],
+            error=row["error"],
+        )
 
     def add_label(
         self, decision_id: int, value: Any, labeled_by: str, source: LabelSource = "human"

@@ -58,6 +58,7 @@ __all__ = [
     "UtcDateTime",
     "approvals",
     "decisions",
+    "effects",
     "head_versions",
     "labels",
     "llm_calls",
@@ -220,3 +221,21 @@ head_versions = Table(
     Index(None, "role", "created_at"),
 )
 """Every trained head, kept or rejected, with its hash and evaluation metrics."""
+
+effects = Table(
+    "effects",
+    metadata,
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("thread_id", String(255), nullable=False),
+    Column("tool", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("outcome", String(32), nullable=False),
+    Column("result", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    CheckConstraint("outcome IN ('completed', 'failed', 'outcome_unknown')", name="outcome"),
+    Index(None, "thread_id"),
+)
+"""The durable outcome of every guarded call that is not safe, by idempotency key: what
+the store's records (which expire) are a cache of (see ``tools.journal``)."""

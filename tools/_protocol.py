@@ -30,6 +30,7 @@ from agentflow.errors import (
 )
 from agentflow.recording import Recorder, RunContext, ToolCallRecord, ToolOutcome
 from tools.contract import ToolContext, ToolSpec
+from tools.journal import EffectEntry, EffectJournal, EffectOutcome
 from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore
 
 if TYPE_CHECKING:
@@ -40,7 +41,9 @@ __all__ = [
     "Complete",
     "Fail",
     "Finisher",
+    "Journal",
     "Lease",
+    "Lookup",
     "Op",
     "Ran",
     "Recall",
@@ -48,7 +51,9 @@ __all__ = [
     "Sleep",
     "aperform",
     "describe",
+    "from_journal",
     "is_retryable",
+    "journal",
     "perform",
     "settled",
 ]
@@ -133,6 +138,65 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """Ask the effects journal what ``key`` did (:mod:`tools.journal`)."""
+
+    key: str
+    """The idempotency key."""
+
+
+@dataclass(frozen=True)
+class Journal:
+    """Write ``key``'s outcome to the effects journal."""
+
+    key: str
+    """The idempotency key."""
+    thread_id: str
+    """Thread of the call."""
+    tool: str
+    """Tool name."""
+    fingerprint: str
+    """Digest of the call."""
+    outcome: EffectOutcome
+    """What happened."""
+    result: Any = None
+    """The result (``completed``)."""
+    error: str | None = None
+    """Why it failed, or why its outcome is unknown."""
+
+
+def journal(sink: EffectJournal, op: Lookup | Journal) -> Any:
+    """Carry out a journal op (synchronous: the ledger is a SQLAlchemy engine)."""
+    if isinstance(op, Lookup):
+        return sink.effect_of(op.key)
+    sink.effect(
+        op.key,
+        thread_id=op.thread_id,
+        tool=op.tool,
+        fingerprint=op.fingerprint,
+        outcome=op.outcome,
+        result=op.result,
+        error=op.error,
+    )
+    return None
+
+
+def from_journal(
+    done: Finisher, cls: ConsequenceClass, key: str, fp: str, entry: EffectEntry
+) -> ExecutionResult:
+    """The answer for a key the journal knows (the store had forgotten it, or never knew)."""
+    if entry.fingerprint != fp:
+        msg = str(KeyMismatchError(f"key {key} was used with other arguments"))
+        return done(cls, "refused", key=key, error=msg, flagged=True)
+    if entry.outcome == "completed":
+        return done(cls, "replayed", key=key, output=entry.result)
+    if entry.outcome == "failed":
+        return done(cls, "failed", key=key, error=entry.error, flagged=True)
+    msg = str(OutcomeUnknownError(f"a run under {key} ended without a result"))
+    return done(cls, "outcome_unknown", key=key, error=entry.error or msg, flagged=True)
+
+
+@dataclass(frozen=True)
 class Sleep:
     """Back off before a retry."""
 
@@ -152,7 +216,7 @@ class Ran:
     """Wall time of the call."""
 
 
-Op = Begin | Recall | Complete | Fail | Run | Sleep
+Op = Begin | Recall | Complete | Fail | Run | Sleep | Lookup | Journal
 """One step of the protocol, answered by :func:`perform` or :func:`aperform`."""
 
 
@@ -184,6 +248,7 @@ def perform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> A
         return store.assessed(op.thread_id, op.digest)
     if isinstance(op, Complete):
         return store.complete(op.key, op.token, op.output)
+    assert isinstance(op, Fail), op  # journal ops go to the executor's journal
     return store.fail(op.key, op.token, op.error, retryable=op.retryable)
 
 
@@ -209,6 +274,7 @@ async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: O
         return await store.assessed(op.thread_id, op.digest)
     if isinstance(op, Complete):
         return await store.complete(op.key, op.token, op.output)
+    assert isinstance(op, Fail), op  # journal ops go to the executor's journal
     return await store.fail(op.key, op.token, op.error, retryable=op.retryable)
 
 

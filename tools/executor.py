@@ -43,6 +43,7 @@ on an event loop.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Generator
 from typing import Any
@@ -51,14 +52,22 @@ from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 
 from agentflow.consequence import ConsequenceClass, apply_floor, floor_from_annotations
-from agentflow.errors import ApprovalError, ConfigurationError, StoreUnavailableError, ToolError
+from agentflow.errors import (
+    ApprovalError,
+    ConfigurationError,
+    LedgerError,
+    StoreUnavailableError,
+    ToolError,
+)
 from agentflow.recording import Recorder, RunContext, ToolOutcome
 from tools._protocol import (
     Begin,
     Complete,
     Fail,
     Finisher,
+    Journal,
     Lease,
+    Lookup,
     Op,
     Ran,
     Recall,
@@ -66,11 +75,14 @@ from tools._protocol import (
     Sleep,
     aperform,
     describe,
+    from_journal,
     is_retryable,
+    journal,
     perform,
     settled,
 )
 from tools.contract import ToolContext, ToolRegistry, ToolSpec
+from tools.journal import EffectEntry, EffectJournal
 from tools.keys import action_digest, derive_key, grant_key, key_prefix
 from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore, RetryPolicy
 
@@ -130,6 +142,7 @@ class GuardedExecutor:
         retry: RetryPolicy | None = None,
         recorder: Recorder | None = None,
         assessed_only: bool = False,
+        journal: EffectJournal | None = None,
     ) -> None:
         self.tools = tools
         """The tools calls may name."""
@@ -145,6 +158,8 @@ class GuardedExecutor:
         """Receives one record per attempt and per call that did not run."""
         self.assessed_only = assessed_only
         """Trust only classes the consequence node kept in the store (see the module doc)."""
+        self.journal = journal
+        """Durable outcomes of non-safe calls (:mod:`tools.journal`); None: the store only."""
         if store is not None and store.namespace != self.namespace:
             raise ConfigurationError(
                 f"executor namespace {self.namespace!r} differs from the store's "
@@ -214,7 +229,7 @@ class GuardedExecutor:
             )
         gen = self._protocol(call, consequence, thread_id, run, recorder, sync=True)
         value: Any = None
-        error: StoreUnavailableError | None = None
+        error: StoreUnavailableError | LedgerError | None = None
         while True:
             try:
                 op = gen.throw(error) if error is not None else gen.send(value)
@@ -222,8 +237,11 @@ class GuardedExecutor:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                value = perform(self.store, op)
-            except StoreUnavailableError as exc:
+                if isinstance(op, Lookup | Journal):
+                    value = journal(self.journal, op) if self.journal is not None else None
+                else:
+                    value = perform(self.store, op)
+            except (StoreUnavailableError, LedgerError) as exc:
                 error = exc
 
     async def aexecute(
@@ -238,7 +256,7 @@ class GuardedExecutor:
         """Same as :meth:`execute`, on the event loop (async store and async tools native)."""
         gen = self._protocol(call, consequence, thread_id, run, recorder, sync=False)
         value: Any = None
-        error: StoreUnavailableError | None = None
+        error: StoreUnavailableError | LedgerError | None = None
         while True:
             try:
                 op = gen.throw(error) if error is not None else gen.send(value)
@@ -246,8 +264,12 @@ class GuardedExecutor:
                 return stop.value  # type: ignore[no-any-return]
             value, error = None, None
             try:
-                value = await aperform(self.store, op)
-            except StoreUnavailableError as exc:
+                if isinstance(op, Lookup | Journal):
+                    sink = self.journal
+                    value = await asyncio.to_thread(journal, sink, op) if sink is not None else None
+                else:
+                    value = await aperform(self.store, op)
+            except (StoreUnavailableError, LedgerError) as exc:
                 error = exc
 
     # --- the protocol -------------------------------------------------------------
@@ -299,6 +321,16 @@ class GuardedExecutor:
         if self.store is None:
             msg = str(StoreUnavailableError("no idempotency store is configured"))
             return done(cls, "refused", key=key, error=msg, retryable=True)
+        if self.journal is not None:
+            # Before any lease or grant is taken: a key the journal knows never runs again,
+            # however long ago its store record expired.
+            try:
+                entry: EffectEntry | None = yield Lookup(key)
+            except LedgerError as exc:
+                msg = f"the effects journal is unavailable, so nothing runs: {exc.message}"
+                return done(cls, "refused", key=key, error=msg, retryable=True)
+            if entry is not None:
+                return from_journal(done, cls, key, fp, entry)
         reclaim = cls == "retry_safe" and spec.forwards_key
         needs_grant = cls in ("irreversible", "unknown")
         grant = grant_key(self.namespace, thread_id, fp) if needs_grant else None
@@ -313,7 +345,13 @@ class GuardedExecutor:
             expired = begin.grant_refusal == "expired"
             return done(cls, "needs_approval", error=msg, retryable=expired)
         if not begin.holds_lease:
-            return settled(done, cls, begin)
+            result = settled(done, cls, begin)
+            if result.status == "outcome_unknown" and self.journal is not None:
+                with contextlib.suppress(LedgerError):  # the store still says expired
+                    yield Journal(
+                        key, thread_id, spec.name, fp, "outcome_unknown", None, result.error
+                    )
+            return result
 
         retries = cls == "retry_safe"
         lease = Lease(key, begin.token, self.lease_s) if begin.token else None
@@ -323,6 +361,14 @@ class GuardedExecutor:
         assert begin.token is not None
         if ran.error is None:
             output = to_jsonable_python(ran.output, fallback=repr)
+            journaled: str | None = None
+            if self.journal is not None:
+                # First the durable fact, then the store: killed in between, the store's
+                # lease ends and the journal still answers "completed".
+                try:
+                    yield Journal(key, thread_id, spec.name, fp, "completed", output)
+                except LedgerError as exc:
+                    journaled = f"the result is not in the effects journal ({exc.message})"
             try:
                 stored = yield Complete(key, begin.token, output)
                 warning = None if stored else "lease lost before the result was stored"
@@ -331,6 +377,7 @@ class GuardedExecutor:
                     f"the tool ran but its result was not stored ({exc.message}); once the "
                     "lease ends the outcome counts as unknown and a human decides"
                 )
+            warning = "; ".join(w for w in (warning, journaled) if w) or None
             return done(
                 cls,
                 "ok",
@@ -342,6 +389,9 @@ class GuardedExecutor:
             )
         error_retryable = is_retryable(ran.error)
         release = cls == "retry_safe" or error_retryable
+        if not release and self.journal is not None:
+            with contextlib.suppress(LedgerError):  # the store keeps it failed too
+                yield Journal(key, thread_id, spec.name, fp, "failed", None, describe(ran.error))
         # Store gone: the lease runs out and the outcome counts as unknown (fails closed).
         with contextlib.suppress(StoreUnavailableError):
             yield Fail(key, begin.token, describe(ran.error), release)

@@ -16,7 +16,15 @@ from checkpoints.migrations import current_revision, downgrade, head_revision, u
 from checkpoints.schema import VERSION_TABLE, metadata
 
 ROOT = Path(__file__).resolve().parents[2]
-LEDGER_TABLES = {"decisions", "llm_calls", "tool_calls", "approvals", "labels", "head_versions"}
+LEDGER_TABLES = {
+    "decisions",
+    "llm_calls",
+    "tool_calls",
+    "approvals",
+    "labels",
+    "head_versions",
+    "effects",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,0 +1,152 @@
+"""The effects journal: outcomes of non-safe calls outlive the store's records.
+
+Real Valkey with a one-second retention, a real SQLite ledger as the journal. A record
+that expired from the store must still replay (completed), stay failed, or stay unknown;
+a process killed between the journal write and the store's completion must not run the
+effect again; a journal that cannot be read runs nothing.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentflow.errors import ToolExecutionError
+from checkpoints.ledger import Ledger
+from tests.fixtures.valkey import ValkeyHandle
+from tools.contract import ToolContext, ToolRegistry, tool
+from tools.executor import GuardedExecutor, ToolCall
+from tools.keys import action_digest, derive_key
+from tools.store import IdempotencyStore
+
+RETENTION_S = 1
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    led = Ledger(f"sqlite:///{tmp_path}/journal.db")
+    led.setup()
+    yield led
+    led.close()
+
+
+@pytest.fixture
+def store(valkey_server: ValkeyHandle) -> Iterator[IdempotencyStore]:
+    s = IdempotencyStore.from_url(
+        valkey_server.url,
+        namespace=f"jr{uuid.uuid4().hex[:8]}",
+        retention_s=RETENTION_S,
+        lease_s=0.5,
+    )
+    yield s
+    s.close()
+
+
+def _tools(paid: list[int]) -> ToolRegistry:
+    @tool(irreversible=True)
+    def pay(amount: int, ctx: ToolContext) -> dict[str, Any]:
+        """Pay (declared irreversible)."""
+        paid.append(amount)
+        return {"paid": amount, "n": len(paid)}
+
+    @tool(idempotent=False)
+    def ship(amount: int, ctx: ToolContext) -> dict[str, Any]:
+        """Ship a parcel; fails for a negative amount (not retryable)."""
+        if amount < 0:
+            raise ToolExecutionError("the carrier refused the parcel", retryable=False)
+        paid.append(amount)
+        return {"shipped": amount}
+
+    return ToolRegistry([pay, ship])
+
+
+def _expire() -> None:
+    time.sleep(RETENTION_S + 0.6)
+
+
+def test_a_completed_call_replays_after_its_store_record_expired(
+    store: IdempotencyStore, ledger: Ledger
+) -> None:
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store, journal=ledger)
+    call = ToolCall(tool="pay", args={"amount": 25}, turn="m1")
+    ex.grant(call, thread_id="t", approver="sam", approval_id="a1")
+    assert ex.execute(call, "irreversible", thread_id="t").status == "ok"
+    _expire()
+    ex.grant(call, thread_id="t", approver="sam", approval_id="a2")  # even a fresh approval
+    again = ex.execute(call, "irreversible", thread_id="t")
+    assert again.status == "replayed" and again.output == {"paid": 25, "n": 1}
+    assert paid == [25]
+
+
+def test_without_the_journal_the_same_call_would_run_again(store: IdempotencyStore) -> None:
+    """What the journal is for: the store alone forgets (the issue's double refund)."""
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store)
+    call = ToolCall(tool="pay", args={"amount": 25}, turn="m1")
+    ex.grant(call, thread_id="t", approver="sam", approval_id="b1")
+    assert ex.execute(call, "irreversible", thread_id="t").status == "ok"
+    _expire()
+    ex.grant(call, thread_id="t", approver="sam", approval_id="b2")
+    assert ex.execute(call, "irreversible", thread_id="t").status == "ok"
+    assert paid == [25, 25]
+
+
+def test_a_failed_call_stays_failed_after_expiry(store: IdempotencyStore, ledger: Ledger) -> None:
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store, journal=ledger)
+    call = ToolCall(tool="ship", args={"amount": -1})
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "failed"
+    _expire()
+    again = ex.execute(call, "retry_unsafe", thread_id="t")
+    assert again.status == "failed" and "carrier refused" in (again.error or "")
+
+
+def test_a_kill_between_journal_and_store_never_runs_twice(
+    store: IdempotencyStore, ledger: Ledger
+) -> None:
+    """The holder wrote "completed" to the journal and died before telling the store:
+    its lease ends, and the next attempt replays the journal's result."""
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store, journal=ledger)
+    args = {"amount": 7}
+    key = derive_key(store.namespace, "t", 0, "ship", args)
+    fp = action_digest("ship", args)
+    begun = store.begin(key, fp, 0.3)
+    assert begun.token
+    ledger.effect(key, thread_id="t", tool="ship", fingerprint=fp, outcome="completed",
+                  result={"shipped": 7})  # fmt: skip
+    time.sleep(0.5)  # the dead holder's lease ends
+    again = ex.execute(ToolCall(tool="ship", args=args), "retry_unsafe", thread_id="t")
+    assert again.status == "replayed" and again.output == {"shipped": 7} and paid == []
+
+
+def test_an_unknown_outcome_stays_unknown_after_expiry(
+    store: IdempotencyStore, ledger: Ledger
+) -> None:
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store, journal=ledger)
+    args = {"amount": 9}
+    key = derive_key(store.namespace, "t", 0, "ship", args)
+    assert store.begin(key, action_digest("ship", args), 0.2).token  # a holder that died
+    time.sleep(0.4)
+    call = ToolCall(tool="ship", args=args)
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "outcome_unknown"
+    _expire()
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "outcome_unknown"
+    assert paid == []
+
+
+def test_an_unreadable_journal_runs_nothing(store: IdempotencyStore, tmp_path: Path) -> None:
+    paid: list[int] = []
+    broken = Ledger(f"sqlite:///{tmp_path}/never-set-up.db")  # no tables: every read fails
+    ex = GuardedExecutor(_tools(paid), store, journal=broken)
+    res = ex.execute(ToolCall(tool="ship", args={"amount": 1}), "retry_unsafe", thread_id="t")
+    assert res.status == "refused" and res.retryable and "journal" in (res.error or "")
+    assert paid == []
+    broken.close()

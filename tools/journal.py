@@ -1,0 +1,64 @@
+"""The effects journal: the durable memory of what guarded calls did.
+
+The idempotency store is fast and shared, but its records expire (the retention window)
+and a Redis can lose writes. Checkpoints that can resume a call never expire. So every
+call that is not ``safe`` also leaves its outcome, by idempotency key, in a journal kept
+in the SQL ledger (:class:`checkpoints.ledger.Ledger` implements :class:`EffectJournal`):
+
+- ``completed`` with its result, written *before* the store is told, so a process killed
+  between the two still leaves the fact;
+- ``failed`` (kept failed: not to be run again), and ``outcome_unknown`` (a lease that
+  ended without a result: a human decides).
+
+When the store answers that it has no record (``new``) or that a lease ended
+(``expired``), the executor reads the journal before it runs anything: a key the journal
+knows replays its stored result, stays failed, or stays unknown, however long ago it ran.
+Retention in Redis becomes a cache window, never the memory of what happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+__all__ = ["EffectEntry", "EffectJournal", "EffectOutcome"]
+
+EffectOutcome = Literal["completed", "failed", "outcome_unknown"]
+"""What a journal row says happened."""
+
+
+@dataclass(frozen=True)
+class EffectEntry:
+    """One key's outcome as the journal keeps it."""
+
+    outcome: EffectOutcome
+    """What happened."""
+    fingerprint: str
+    """Digest of the call (tool and canonical arguments) the key ran."""
+    result: Any = None
+    """The stored result (``completed``)."""
+    error: str | None = None
+    """Why it failed, or why its outcome is unknown."""
+
+
+@runtime_checkable
+class EffectJournal(Protocol):
+    """Where the executor keeps outcomes durably (the ledger)."""
+
+    def effect(
+        self,
+        key: str,
+        *,
+        thread_id: str,
+        tool: str,
+        fingerprint: str,
+        outcome: EffectOutcome,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """Record (or update) the outcome of ``key``."""
+        ...
+
+    def effect_of(self, key: str) -> EffectEntry | None:
+        """The recorded outcome of ``key``, if any."""
+        ...
