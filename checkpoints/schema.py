@@ -234,7 +234,10 @@ effects = Table(
     Column("error", Text, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
-    CheckConstraint("outcome IN ('completed', 'failed', 'outcome_unknown')", name="outcome"),
+    CheckConstraint(
+        "outcome IN ('started', 'completed', 'failed', 'outcome_unknown', 'released')",
+        name="outcome",
+    ),
     Index(None, "thread_id"),
 )
 """The durable outcome of every guarded call that is not safe, by idempotency key: what

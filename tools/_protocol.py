@@ -45,6 +45,7 @@ __all__ = [
     "Lease",
     "Lookup",
     "Op",
+    "Peek",
     "Ran",
     "Recall",
     "Run",
@@ -138,6 +139,14 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Peek:
+    """Ask the store what it holds for ``key`` without taking a lease."""
+
+    key: str
+    """The idempotency key."""
+
+
+@dataclass(frozen=True)
 class Lookup:
     """Ask the effects journal what ``key`` did (:mod:`tools.journal`)."""
 
@@ -184,7 +193,7 @@ def journal(sink: EffectJournal, op: Lookup | Journal) -> Any:
 def from_journal(
     done: Finisher, cls: ConsequenceClass, key: str, fp: str, entry: EffectEntry
 ) -> ExecutionResult:
-    """The answer for a key the journal knows (the store had forgotten it, or never knew)."""
+    """The answer for a key the journal knows as completed, failed or outcome unknown."""
     if entry.fingerprint != fp:
         msg = str(KeyMismatchError(f"key {key} was used with other arguments"))
         return done(cls, "refused", key=key, error=msg, flagged=True)
@@ -216,7 +225,7 @@ class Ran:
     """Wall time of the call."""
 
 
-Op = Begin | Recall | Complete | Fail | Run | Sleep | Lookup | Journal
+Op = Begin | Recall | Complete | Fail | Run | Sleep | Peek | Lookup | Journal
 """One step of the protocol, answered by :func:`perform` or :func:`aperform`."""
 
 
@@ -246,6 +255,8 @@ def perform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> A
         return store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim, grant=op.grant)
     if isinstance(op, Recall):
         return store.assessed(op.thread_id, op.digest)
+    if isinstance(op, Peek):
+        return store.peek(op.key)
     if isinstance(op, Complete):
         return store.complete(op.key, op.token, op.output)
     assert isinstance(op, Fail), op  # journal ops go to the executor's journal
@@ -272,6 +283,8 @@ async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: O
         return await store.begin(op.key, op.fp, op.lease_s, reclaim=op.reclaim, grant=op.grant)
     if isinstance(op, Recall):
         return await store.assessed(op.thread_id, op.digest)
+    if isinstance(op, Peek):
+        return await store.peek(op.key)
     if isinstance(op, Complete):
         return await store.complete(op.key, op.token, op.output)
     assert isinstance(op, Fail), op  # journal ops go to the executor's journal

@@ -6,7 +6,7 @@ with EVALSHA. Time comes from the server (``TIME``), never from a worker's clock
 
 from __future__ import annotations
 
-__all__ = ["ANSWER", "ASSESS", "BEGIN", "COMPLETE", "FAIL", "RENEW", "SETTLE"]
+__all__ = ["ANSWER", "ASSESS", "BEGIN", "COMPLETE", "FAIL", "PEEK", "RENEW", "SETTLE"]
 
 # KEYS[2], when given, is the approval grant a new lease must consume (irreversible and
 # unknown calls): unexpired, for this fingerprint, and never used before. A key
@@ -134,4 +134,16 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('HSET', KEYS[1], 'deadline', string.format('%d', now + tonumber(ARGV[2])))
 return 1
+"""
+
+# What the store knows of a key, without taking anything: its state, the time left on a
+# live lease, its stored result. For keys the effects journal says were started.
+PEEK = """
+local r = redis.call('HMGET', KEYS[1], 'state', 'deadline', 'result')
+if not r[1] then return {'', '0', ''} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local left = 0
+if r[1] == 'in_flight' then left = math.max(0, tonumber(r[2]) - now) end
+return {r[1], tostring(left), r[3] or ''}
 """

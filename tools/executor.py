@@ -69,6 +69,7 @@ from tools._protocol import (
     Lease,
     Lookup,
     Op,
+    Peek,
     Ran,
     Recall,
     Run,
@@ -82,9 +83,15 @@ from tools._protocol import (
     settled,
 )
 from tools.contract import ToolContext, ToolRegistry, ToolSpec
-from tools.journal import EffectEntry, EffectJournal
+from tools.journal import EffectEntry, EffectJournal, EffectOutcome
 from tools.keys import action_digest, derive_key, grant_key, key_prefix
-from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore, RetryPolicy
+from tools.store import (
+    AsyncIdempotencyStore,
+    BeginResult,
+    IdempotencyStore,
+    Peeked,
+    RetryPolicy,
+)
 
 __all__ = ["ExecutionResult", "GuardedExecutor", "ToolCall"]
 
@@ -329,7 +336,10 @@ class GuardedExecutor:
             except LedgerError as exc:
                 msg = f"the effects journal is unavailable, so nothing runs: {exc.message}"
                 return done(cls, "refused", key=key, error=msg, retryable=True)
-            if entry is not None:
+            reclaimable = cls == "retry_safe" and spec.forwards_key
+            if entry is not None and entry.outcome == "started" and not reclaimable:
+                return (yield from self._started(done, cls, key, fp, thread_id, spec.name))
+            if entry is not None and entry.outcome not in ("started", "released"):
                 return from_journal(done, cls, key, fp, entry)
         reclaim = cls == "retry_safe" and spec.forwards_key
         needs_grant = cls in ("irreversible", "unknown")
@@ -353,12 +363,22 @@ class GuardedExecutor:
                     )
             return result
 
+        assert begin.token is not None
+        if self.journal is not None:
+            try:
+                yield Journal(key, thread_id, spec.name, fp, "started")
+            except LedgerError as exc:
+                # No trace of the start, no start: give the key back (a consumed grant
+                # stays used; a human approves again once the ledger is back).
+                with contextlib.suppress(StoreUnavailableError):
+                    yield Fail(key, begin.token, "effects journal unavailable", True)
+                msg = f"the effects journal is unavailable, so nothing runs: {exc.message}"
+                return done(cls, "refused", key=key, error=msg, retryable=True)
         retries = cls == "retry_safe"
-        lease = Lease(key, begin.token, self.lease_s) if begin.token else None
+        lease = Lease(key, begin.token, self.lease_s)
         ran, n = yield from self._attempts(
             spec, kwargs, key, thread_id, call.step, begin.attempt, retries, done, cls, lease
         )
-        assert begin.token is not None
         if ran.error is None:
             output = to_jsonable_python(ran.output, fallback=repr)
             journaled: str | None = None
@@ -389,9 +409,10 @@ class GuardedExecutor:
             )
         error_retryable = is_retryable(ran.error)
         release = cls == "retry_safe" or error_retryable
-        if not release and self.journal is not None:
-            with contextlib.suppress(LedgerError):  # the store keeps it failed too
-                yield Journal(key, thread_id, spec.name, fp, "failed", None, describe(ran.error))
+        if self.journal is not None:
+            outcome: EffectOutcome = "released" if release else "failed"
+            with contextlib.suppress(LedgerError):  # the store keeps it failed (or free) too
+                yield Journal(key, thread_id, spec.name, fp, outcome, None, describe(ran.error))
         # Store gone: the lease runs out and the outcome counts as unknown (fails closed).
         with contextlib.suppress(StoreUnavailableError):
             yield Fail(key, begin.token, describe(ran.error), release)
@@ -404,6 +425,28 @@ class GuardedExecutor:
             retryable=retries and error_retryable,
             flagged=not retries,
         )
+
+    def _started(
+        self, done: Finisher, cls: ConsequenceClass, key: str, fp: str, thread_id: str, tool: str
+    ) -> Generator[Op, Any, ExecutionResult]:
+        """A key the journal says was started: the store says whether it still runs.
+
+        A live lease is in flight; a stored result replays; anything else (the lease
+        ended, or the record expired) is an unknown outcome: a human decides, nothing runs.
+        """
+        try:
+            peeked: Peeked = yield Peek(key)
+        except StoreUnavailableError as exc:
+            return done(cls, "refused", key=key, error=str(exc), retryable=True)
+        if peeked.state == "in_flight" and peeked.lease_left_s > 0:
+            msg = f"another execution holds {key} for {peeked.lease_left_s:.3f} s"
+            return done(cls, "in_flight", key=key, error=msg, retryable=True)
+        if peeked.state == "completed":
+            return done(cls, "replayed", key=key, output=peeked.result)
+        msg = f"a run under {key} started and ended without a result (effects journal)"
+        with contextlib.suppress(LedgerError):
+            yield Journal(key, thread_id, tool, fp, "outcome_unknown", None, msg)
+        return done(cls, "outcome_unknown", key=key, error=msg, flagged=True)
 
     def _attempts(
         self,

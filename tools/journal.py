@@ -5,15 +5,18 @@ and a Redis can lose writes. Checkpoints that can resume a call never expire. So
 call that is not ``safe`` also leaves its outcome, by idempotency key, in a journal kept
 in the SQL ledger (:class:`checkpoints.ledger.Ledger` implements :class:`EffectJournal`):
 
+- ``started`` once the lease is held and *before* the tool runs, so a process killed
+  inside the tool (after its effect) leaves a trace the store's expiry cannot erase;
 - ``completed`` with its result, written *before* the store is told, so a process killed
   between the two still leaves the fact;
-- ``failed`` (kept failed: not to be run again), and ``outcome_unknown`` (a lease that
-  ended without a result: a human decides).
+- ``failed`` (kept failed: not to be run again), ``outcome_unknown`` (a lease that ended
+  without a result: a human decides), ``released`` (a retryable failure: may run again).
 
-When the store answers that it has no record (``new``) or that a lease ended
-(``expired``), the executor reads the journal before it runs anything: a key the journal
-knows replays its stored result, stays failed, or stays unknown, however long ago it ran.
-Retention in Redis becomes a cache window, never the memory of what happened.
+The executor reads the journal before it takes a lease or consumes a grant: a key the
+journal knows replays its stored result, stays failed, or stays unknown, however long
+ago it ran; a ``started`` key is asked of the store (a live lease is in flight, anything
+else is an unknown outcome). Retention in Redis becomes a cache window, never the memory
+of what happened.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 __all__ = ["EffectEntry", "EffectJournal", "EffectOutcome"]
 
-EffectOutcome = Literal["completed", "failed", "outcome_unknown"]
-"""What a journal row says happened."""
+EffectOutcome = Literal["started", "completed", "failed", "outcome_unknown", "released"]
+"""What a journal row says: ``started`` (a holder began the call; written before the tool
+runs), ``completed``, ``failed`` (kept: never run again), ``outcome_unknown``, or
+``released`` (a retryable failure gave the key back: it may run again)."""
 
 
 @dataclass(frozen=True)

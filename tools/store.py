@@ -49,6 +49,7 @@ from tools._store_scripts import ASSESS as _ASSESS
 from tools._store_scripts import BEGIN as _BEGIN
 from tools._store_scripts import COMPLETE as _COMPLETE
 from tools._store_scripts import FAIL as _FAIL
+from tools._store_scripts import PEEK as _PEEK
 from tools._store_scripts import RENEW as _RENEW
 from tools._store_scripts import SETTLE as _SETTLE
 from tools.keys import answer_key, assessment_key, grant_key, key_prefix
@@ -61,6 +62,7 @@ __all__ = [
     "Grant",
     "GrantRefusal",
     "IdempotencyStore",
+    "Peeked",
     "RetryPolicy",
 ]
 
@@ -170,6 +172,27 @@ def _parse_grant(fields: list[Any]) -> Grant | None:
         edit=edit == "1",
         expires_at=int(expires or 0) / 1000,
         used=bool(used_by),
+    )
+
+
+@dataclass(frozen=True)
+class Peeked:
+    """A key's record as :meth:`IdempotencyStore.peek` sees it."""
+
+    state: str
+    """``in_flight``, ``completed``, ``failed``, or ``""`` (no record)."""
+    lease_left_s: float
+    """Time left on a live lease (0 when none is live)."""
+    result: Any = None
+    """The stored result (``completed``)."""
+
+
+def _parse_peek(reply: list[Any]) -> Peeked:
+    state, left, result = (str(x) if x is not None else "" for x in reply)
+    return Peeked(
+        state=state,
+        lease_left_s=int(left or 0) / 1000,
+        result=json.loads(result) if state == "completed" and result else None,
     )
 
 
@@ -315,6 +338,7 @@ class IdempotencyStore(_StoreBase):
         self._answer = client.register_script(_ANSWER)
         self._assess = client.register_script(_ASSESS)
         self._renew = client.register_script(_RENEW)
+        self._peek = client.register_script(_PEEK)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> IdempotencyStore:
@@ -424,6 +448,11 @@ class IdempotencyStore(_StoreBase):
         args = [token, _encode_result(result), str(self._retention_ms)]
         return bool(self._run(self._complete, keys=[key], args=args) == "stored")
 
+    def peek(self, key: str) -> Peeked:
+        """What the store holds for ``key``, taking no lease (see :class:`Peeked`)."""
+        self._check(key)
+        return _parse_peek(self._run(self._peek, keys=[key], args=[]))
+
     def renew(self, key: str, token: str, lease_s: float) -> bool:
         """Push the lease's deadline to ``lease_s`` from now; False when ``token`` lost it."""
         self._check(key)
@@ -485,6 +514,7 @@ class AsyncIdempotencyStore(_StoreBase):
         self._answer = client.register_script(_ANSWER)
         self._assess = client.register_script(_ASSESS)
         self._renew = client.register_script(_RENEW)
+        self._peek = client.register_script(_PEEK)
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> AsyncIdempotencyStore:
@@ -587,6 +617,11 @@ class AsyncIdempotencyStore(_StoreBase):
         self._check(key)
         args = [token, _encode_result(result), str(self._retention_ms)]
         return bool(await self._run(self._complete, keys=[key], args=args) == "stored")
+
+    async def peek(self, key: str) -> Peeked:
+        """What the store holds for ``key``, taking no lease (see :class:`Peeked`)."""
+        self._check(key)
+        return _parse_peek(await self._run(self._peek, keys=[key], args=[]))
 
     async def renew(self, key: str, token: str, lease_s: float) -> bool:
         """Push the lease's deadline to ``lease_s`` from now; False when ``token`` lost it."""

@@ -4,7 +4,10 @@ The parent loads the models once, then forks one child per trial that runs the s
 agent's refund path (run -> approval -> approve -> refund) on its own thread and is
 SIGKILLed at a random moment; every third trial instead kills the child right after the
 refund row is written and before the executor can store the result. A second forked
-child then resumes the thread from its checkpoint until it settles. The parent counts
+child then resumes the thread from its checkpoint until it settles; in every second
+trial that recovery process is itself SIGKILLed at a random moment, and a third resumes.
+The last ``--retention-trials`` trials run with a 2-second store retention and wait past
+it before recovering: the store has forgotten the key, the effects journal has not. The parent counts
 refund rows per trial in the back office's own SQLite file and prints one JSON report.
 
 Children open their own database connections after the fork: SQLite, Redis and the
@@ -14,6 +17,7 @@ savers are never shared across a fork, only the loaded model weights are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -24,7 +28,9 @@ import time
 from typing import Any
 
 
-def _child_run(trial: int, inject: bool) -> None:
+def _child_run(trial: int, inject: bool, retention: bool) -> None:
+    if retention:
+        os.environ["AGENTFLOW_RETENTION_SECONDS"] = str(_SHORT_RETENTION_S)
     from agentflow.runtime import AgentRuntime
     from graphs import support
     from graphs.support_store import SupportStore
@@ -101,6 +107,9 @@ def _recover(thread: str, trial: int, out_fd: int) -> None:
         os.write(out_fd, json.dumps({"status": res.status, "outcome": res.outcome}).encode())
 
 
+_SHORT_RETENTION_S = 2
+
+
 def _llm() -> Any:
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
@@ -135,6 +144,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-delay", type=float, default=0.8)
+    parser.add_argument("--retention-trials", type=int, default=0)
     args = parser.parse_args()
     import torch
 
@@ -147,22 +157,32 @@ def main() -> None:
     support_db = os.environ["AGENTFLOW_SUPPORT_DB"]
     trials: list[dict[str, Any]] = []
     for trial in range(args.trials):
-        inject = trial % 3 == 0
+        retention = trial >= args.trials - args.retention_trials
+        inject = trial % 3 == 0 or retention
         _log(f"trial {trial} start")
-        pid = _fork(_child_run, trial, inject)
+        pid = _fork(_child_run, trial, inject, retention)
         delay = None if inject else rng.uniform(0.0, args.max_delay)
         if delay is not None:
             time.sleep(delay)
             os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
         killed = os.WIFSIGNALED(status)
+        if retention:
+            time.sleep(_SHORT_RETENTION_S + 1.5)  # the store's record of the key is gone
         final: dict[str, Any] = {}
         recovery_crashes = 0
-        for _ in range(3):  # a recovery process that itself dies is one more crash: resume again
+        recovery_kills = 0
+        for attempt in range(4):  # a recovery process that dies is one more crash: resume again
             read, write = os.pipe()
             rpid = _fork(_child_recover, trial, write)
             os.close(write)
+            if attempt == 0 and trial % 2 == 1 and not retention:
+                time.sleep(rng.uniform(0.0, args.max_delay))
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rpid, signal.SIGKILL)
             _, rstatus = os.waitpid(rpid, 0)
+            if os.WIFSIGNALED(rstatus) and os.WTERMSIG(rstatus) == signal.SIGKILL:
+                recovery_kills += 1
             final = json.loads(os.read(read, 65536) or b"{}")
             os.close(read)
             if final:
@@ -177,8 +197,10 @@ def main() -> None:
             {
                 "trial": trial,
                 "injected": inject,
+                "retention": retention,
                 "delay": delay,
                 "killed": killed,
+                "recovery_kills": recovery_kills,
                 "effects": effects,
                 "recovery_crashes": recovery_crashes,
                 **final,
@@ -186,8 +208,10 @@ def main() -> None:
         )
     report = {
         "runs": len(trials),
-        "kills": sum(t["killed"] for t in trials),
+        "kills": sum(t["killed"] for t in trials) + sum(t["recovery_kills"] for t in trials),
         "kills_after_effect": sum(t["killed"] and t["injected"] for t in trials),
+        "kills_during_recovery": sum(t["recovery_kills"] for t in trials),
+        "resumed_after_retention": sum(t["retention"] for t in trials),
         "duplicates": sum(max(0, t["effects"] - 1) for t in trials),
         "completed": sum(t.get("status") == "done" for t in trials),
         "flagged_outcome_unknown": sum(t.get("status") == "failed" for t in trials),

@@ -150,3 +150,41 @@ def test_an_unreadable_journal_runs_nothing(store: IdempotencyStore, tmp_path: P
     assert res.status == "refused" and res.retryable and "journal" in (res.error or "")
     assert paid == []
     broken.close()
+
+
+def test_a_kill_inside_the_tool_after_its_effect_never_runs_it_again_after_expiry(
+    store: IdempotencyStore, ledger: Ledger
+) -> None:
+    """The issue's double refund: the holder is killed right after the payment (journal:
+    started), the store forgets the key; the resume finds an unknown outcome, not a new call."""
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store, journal=ledger)
+    args = {"amount": 25}
+    key = derive_key(store.namespace, "t", 0, "pay", args, turn="m1")
+    fp = action_digest("pay", args)
+    ledger.effect(key, thread_id="t", tool="pay", fingerprint=fp, outcome="started")
+    paid.append(25)  # the effect the killed holder made
+    _expire()
+    call = ToolCall(tool="pay", args=args, turn="m1")
+    ex.grant(call, thread_id="t", approver="sam", approval_id="c1")
+    res = ex.execute(call, "irreversible", thread_id="t")
+    assert res.status == "outcome_unknown" and res.flagged, res
+    assert paid == [25]
+    assert ledger.effect_of(key).outcome == "outcome_unknown"  # type: ignore[union-attr]
+
+
+def test_a_live_started_call_is_in_flight_and_a_released_one_runs(
+    store: IdempotencyStore, ledger: Ledger
+) -> None:
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store, journal=ledger)
+    args = {"amount": 3}
+    key = derive_key(store.namespace, "t", 0, "ship", args)
+    fp = action_digest("ship", args)
+    assert store.begin(key, fp, 30).token  # a live holder
+    ledger.effect(key, thread_id="t", tool="ship", fingerprint=fp, outcome="started")
+    call = ToolCall(tool="ship", args=args)
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "in_flight"
+    store.forget(key)
+    ledger.effect(key, thread_id="t", tool="ship", fingerprint=fp, outcome="released")
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "ok" and paid == [3]

@@ -36,7 +36,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.CheckConstraint(
-            "outcome IN ('completed', 'failed', 'outcome_unknown')", name="ck_effects_outcome"
+            "outcome IN ('started', 'completed', 'failed', 'outcome_unknown', 'released')",
+            name="ck_effects_outcome",
         ),
         sa.PrimaryKeyConstraint("idempotency_key", name="pk_effects"),
     )
