@@ -24,7 +24,8 @@ printed by the CLI or returned by the server is actionable on its own::
     ├── ApprovalError
     │   ├── UnknownApprovalError    no pending approval with that id / thread
     │   └── DigestMismatchError     the digest approved is not the pending action's
-    └── LedgerError                 the ledger database cannot be read or written
+    ├── LedgerError                 the ledger database cannot be read or written
+    └── UnfinishedRunError          a thread's last run stopped mid-graph: retry it first
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ __all__ = [
     "ToolError",
     "ToolExecutionError",
     "ToolRegistrationError",
+    "UnfinishedRunError",
     "UnknownApprovalError",
 ]
 
@@ -178,3 +180,14 @@ class LedgerError(AgentflowError):
     """The ledger database cannot be opened, migrated, read or written."""
 
     default_hint = "run `agentflow setup` and check AGENTFLOW_DATABASE_URL"
+
+
+class UnfinishedRunError(AgentflowError):
+    """A new message was sent to a thread whose last run stopped mid-graph (a crash, the
+    store down): a new turn would plan afresh, under new keys, beside a step that may have
+    had its effect."""
+
+    default_hint = (
+        "finish the thread first: `agentflow resume THREAD` with no answer (or "
+        "AgentRuntime.retry), then send the new message"
+    )

@@ -26,7 +26,12 @@ from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from agentflow.builder import AgentParts
-from agentflow.errors import ApprovalError, ConfigurationError, UnknownApprovalError
+from agentflow.errors import (
+    ApprovalError,
+    ConfigurationError,
+    UnfinishedRunError,
+    UnknownApprovalError,
+)
 from agentflow.recording import ApprovalRecord, FanOutRecorder, RunContext
 from agentflow.settings import Settings
 from agentflow.tracing import tracing_session
@@ -220,7 +225,17 @@ class AgentRuntime:
     def run(
         self, message: str, *, thread_id: str | None = None, customer: dict[str, Any] | None = None
     ) -> RunResult:
-        """Start a run on a new (or given) thread with one user message."""
+        """Start a run on a new (or given) thread with one user message.
+
+        Raises :class:`UnfinishedRunError` for a thread whose last run stopped mid-graph:
+        retry it first, so the step it stopped at finishes under its own key.
+        """
+        if thread_id is not None:
+            snapshot = self.graph.get_state({"configurable": {"thread_id": thread_id}})
+            if (snapshot.next or snapshot.tasks) and self._pending(snapshot) is None:
+                raise UnfinishedRunError(
+                    f"thread {thread_id!r} has a run that stopped before {list(snapshot.next)}"
+                )
         thread_id = thread_id or f"t_{uuid.uuid4().hex[:12]}"
         inputs: dict[str, Any] = {
             "messages": [HumanMessage(message)],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from sqlalchemy import Engine, Table, create_engine, event, insert, select, update
+from sqlalchemy import Engine, Table, create_engine, delete, event, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
@@ -245,8 +245,18 @@ class Ledger(LedgerQueries):
         """Record the outcome of ``key`` (insert, or update the row already there)."""
         self._require_ready()
         now = self._clock()
-        values = {"outcome": outcome, "result": _json(result), "error": error, "updated_at": now}
-        change = update(effects).where(effects.c.idempotency_key == key).values(**values)
+        values = {
+            "outcome": outcome,
+            "result": _json(result),
+            "error": error,
+            "updated_at": now,
+            "fingerprint": fingerprint,
+        }
+        which = effects.c.idempotency_key == key
+        if outcome == "started":
+            # A start is written only over nothing or a released key, never over a result.
+            which = which & (effects.c.outcome == "released")
+        change = update(effects).where(which).values(**values)
         row = {"idempotency_key": key, "thread_id": thread_id, "tool": tool}
         with self._guard("write an effect to"):
             with self.engine.begin() as conn:
@@ -254,15 +264,21 @@ class Ledger(LedgerQueries):
                     return
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(
-                        insert(effects).values(
-                            **row, fingerprint=fingerprint, created_at=now, **values
-                        )
-                    )
+                    conn.execute(insert(effects).values(**row, created_at=now, **values))
             except IntegrityError:
-                # Another worker inserted it first: ours is the later word on the key.
-                with self.engine.begin() as conn:
-                    conn.execute(change)
+                # The row exists (another worker's, or not released for a start): a start
+                # stays refused; any other outcome is the later word on the key.
+                if outcome != "started":
+                    with self.engine.begin() as conn:
+                        conn.execute(change)
+
+    def forget_effect(self, key: str) -> bool:
+        """A human allows a re-run of ``key``: delete its row. True when there was one."""
+        self._require_ready()
+        with self._guard("delete an effect from"), self.engine.begin() as conn:
+            return bool(
+                conn.execute(delete(effects).where(effects.c.idempotency_key == key)).rowcount
+            )
 
     def effect_of(self, key: str) -> EffectEntry | None:
         """The recorded outcome of ``key``, if any."""
@@ -277,6 +293,8 @@ class Ledger(LedgerQueries):
             fingerprint=row["fingerprint"],
             result=row["result"],
             error=row["error"],
+            thread_id=row["thread_id"],
+            tool=row["tool"],
         )
 
     def add_label(

@@ -18,10 +18,10 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.errors import KeyInFlightError, StoreUnavailableError
-from agentflow.recording import ApprovalRecord, RunContext
+from agentflow.recording import RunContext
 from agentflow.state import AgentState, Observation, Plan
 from nodes._common import NodeEnv, turn_of
-from nodes.approval import request_for
+from nodes.approval import approval_record, request_for
 from tools.executor import GuardedExecutor, ToolCall
 
 __all__ = ["act_node"]
@@ -50,17 +50,8 @@ def _ask_again(
         "edit_of": None,  # the edit's grant is spent by time: a human must answer again
     }
     request = request_for({**state, "assessment": renewed}, ctx.thread_id)
-    env.recorder_for(config).approval(
-        ctx,
-        ApprovalRecord(
-            approval_id=request.approval_id,
-            tool=request.tool,
-            digest=request.digest,
-            decision="requested",
-            reason=f"asked again: {why}",
-            payload=request.model_dump(mode="json"),
-        ),
-    )
+    record = approval_record(request, "requested", reason=f"asked again: {why}")
+    env.recorder_for(config).approval(ctx, record)
     return {
         "assessment": renewed,
         "pending_approval": request.model_dump(mode="json"),

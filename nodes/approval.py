@@ -68,6 +68,7 @@ __all__ = [
     "accept_answer",
     "action_digest",
     "approval_node",
+    "approval_record",
     "authenticated_approver",
     "build_request",
     "check_answer",
@@ -322,13 +323,14 @@ def granted_note(request: ApprovalRequest) -> str:
     return f"granted by the edit answered to {request.edit_of}"
 
 
-def _record(
+def approval_record(
     request: ApprovalRequest,
     decision: str,
-    approver: str | None,
-    reason: str | None,
+    approver: str | None = None,
+    reason: str | None = None,
     **extra: Any,
 ) -> ApprovalRecord:
+    """The ledger row for ``decision`` on ``request`` (``extra`` joins its payload)."""
     return ApprovalRecord(
         approval_id=request.approval_id,
         tool=request.tool,
@@ -398,7 +400,7 @@ def approval_node(
         granted = _granted_by_edit(request)
         if granted is not None:
             note = granted_note(request)
-            recorder.approval(ctx, _record(request, "approve", granted.approver, note))
+            recorder.approval(ctx, approval_record(request, "approve", granted.approver, note))
             return _approved(state, request, "approve", granted.approver)
         server_user = authenticated_approver(config)
         refused: ApprovalRecord | None = None
@@ -442,11 +444,13 @@ def approval_node(
             args = spec.validate_args(answer.args or {})
             payload = {"edited_args": args, "edited_digest": spec.digest(args)}
             recorder.approval(
-                ctx, _record(request, "edit", answer.approver, answer.message, **payload)
+                ctx, approval_record(request, "edit", answer.approver, answer.message, **payload)
             )
             edited = _edited(state, request, args)
             return {**_approved(state, request, "edit", answer.approver), **edited}
-        recorder.approval(ctx, _record(request, answer.decision, answer.approver, answer.message))
+        recorder.approval(
+            ctx, approval_record(request, answer.decision, answer.approver, answer.message)
+        )
         update = _approved(state, request, answer.decision, answer.approver)
         if answer.decision == "reject":
             update.update(

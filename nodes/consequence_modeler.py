@@ -28,10 +28,9 @@ from agentflow.consequence import (
 from agentflow.decision import Decision, EscalationPolicy, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState, Plan
 from nodes._common import NodeEnv, llm_choice
-from nodes.approval import needs_approval, request_for
+from nodes.approval import approval_record, needs_approval, request_for
 
 __all__ = ["Assessment", "ConsequenceModeler", "consequence_node", "describe_call"]
 
@@ -254,16 +253,7 @@ def consequence_node(
         if needs_approval(assessment):
             pending = request_for({**state, "assessment": assessment}, ctx.thread_id)
             # Recorded here, not in the gate: this node never re-runs on resume, the gate does.
-            env.recorder_for(config).approval(
-                ctx,
-                ApprovalRecord(
-                    approval_id=pending.approval_id,
-                    tool=pending.tool,
-                    digest=pending.digest,
-                    decision="requested",
-                    payload=pending.model_dump(mode="json"),
-                ),
-            )
+            env.recorder_for(config).approval(ctx, approval_record(pending, "requested"))
         return {
             **({"loop_verdict": None} if reassessing else {}),
             "assessment": assessment,

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Begin",
     "Complete",
+    "Durable",
     "Fail",
     "Finisher",
     "Journal",
@@ -140,6 +141,11 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Durable:
+    """Ask why the store can lose writes (None: it keeps them; :mod:`tools.durability`)."""
+
+
+@dataclass(frozen=True)
 class Peek:
     """Ask the store what it holds for ``key`` without taking a lease."""
 
@@ -226,7 +232,7 @@ class Ran:
     """Wall time of the call."""
 
 
-Op = Begin | Recall | Complete | Fail | Run | Sleep | Peek | Lookup | Journal
+Op = Begin | Recall | Complete | Fail | Run | Sleep | Durable | Peek | Lookup | Journal
 """One step of the protocol, answered by :func:`perform` or :func:`aperform`."""
 
 
@@ -258,6 +264,8 @@ def perform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: Op) -> A
         return store.assessed(op.thread_id, op.digest)
     if isinstance(op, Peek):
         return store.peek(op.key)
+    if isinstance(op, Durable):
+        return store.durability_problem()
     if isinstance(op, Complete):
         return store.complete(op.key, op.token, op.output)
     assert isinstance(op, Fail), op  # journal ops go to the executor's journal
@@ -286,6 +294,8 @@ async def aperform(store: IdempotencyStore | AsyncIdempotencyStore | None, op: O
         return await store.assessed(op.thread_id, op.digest)
     if isinstance(op, Peek):
         return await store.peek(op.key)
+    if isinstance(op, Durable):
+        return await store.durability_problem()
     if isinstance(op, Complete):
         return await store.complete(op.key, op.token, op.output)
     assert isinstance(op, Fail), op  # journal ops go to the executor's journal
@@ -296,8 +306,8 @@ class _LeaseKeeper:
     """One thread per process renewing every held lease when a third of it has passed.
 
     A thread per call would cost more than the rest of the guarded call; registering a
-    lease here is a dict insert. Renewal failures (store down, lease lost) drop the lease:
-    what the call does next is decided when it completes.
+    lease here is a dict insert. A lost lease is dropped; a store error is tried again at
+    the next beat (what the call does next is decided when it completes).
     """
 
     def __init__(self) -> None:
@@ -310,7 +320,7 @@ class _LeaseKeeper:
         with self._cond:
             self._next += 1
             self._held[self._next] = (store, lease, time.monotonic() + lease.seconds / 3)
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="lease keeper", daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -333,11 +343,10 @@ class _LeaseKeeper:
                     self._held[ticket] = (store, lease, now + lease.seconds / 3)
             for ticket, store, lease in due:
                 try:
-                    renewed = store.renew(lease.key, lease.token, lease.seconds)
-                except AgentflowError:
-                    renewed = False
-                if not renewed:
-                    self.release(ticket)
+                    if not store.renew(lease.key, lease.token, lease.seconds):
+                        self.release(ticket)  # the lease is lost: nothing left to keep
+                except Exception:
+                    continue
 
     def _after_fork(self) -> None:
         # A forked child has no keeper thread (threads do not survive fork): start afresh.

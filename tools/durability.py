@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
 
-__all__ = ["DURABILITY_FIX", "Durability", "read_durability"]
+__all__ = ["DURABILITY_FIX", "Durability", "aread_durability", "read_durability"]
 
 DURABILITY_FIX = (
     "configure the Redis with `appendonly yes` and `appendfsync always` (or `everysec`), "
@@ -46,9 +47,25 @@ def read_durability(client: redis.Redis) -> Durability:
         appendonly = _first(client.config_get("appendonly"), "appendonly")
         fsync = _first(client.config_get("appendfsync"), "appendfsync")
     except redis.ResponseError:
-        return Durability("it does not let agentflow read its persistence settings (CONFIG)", 0)
-    info = client.info("replication")
-    replicas = int(info.get("connected_slaves", 0) or 0)
+        return Durability(_NO_CONFIG, 0)
+    return _judge(appendonly, fsync, client.info("replication"))
+
+
+async def aread_durability(client: aredis.Redis) -> Durability:
+    """:func:`read_durability` on ``redis.asyncio``."""
+    try:
+        appendonly = _first(await client.config_get("appendonly"), "appendonly")
+        fsync = _first(await client.config_get("appendfsync"), "appendfsync")
+    except redis.ResponseError:
+        return Durability(_NO_CONFIG, 0)
+    return _judge(appendonly, fsync, await client.info("replication"))
+
+
+_NO_CONFIG = "it does not let agentflow read its persistence settings (CONFIG)"
+
+
+def _judge(appendonly: str, fsync: str, replication: Any) -> Durability:
+    replicas = int(replication.get("connected_slaves", 0) or 0)
     if appendonly != "yes":
         return Durability("appendonly is off: a restart loses every lease and result", replicas)
     if fsync == "no":

@@ -49,14 +49,18 @@ def _dir(data_dir: Path | str) -> Path:
 def _password(root: Path) -> str:
     """The server's password, generated once with owner-only permissions."""
     path = root / "password"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
+    with contextlib.suppress(FileNotFoundError):
+        kept = path.read_text().strip()
+        if kept:  # an empty file (a crash mid-write) would mean no password at all
+            return kept
     secret = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = root / f".password.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(secret)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)  # whole or not at all
     return secret
 
 

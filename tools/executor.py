@@ -63,6 +63,7 @@ from agentflow.recording import Recorder, RunContext, ToolOutcome
 from tools._protocol import (
     Begin,
     Complete,
+    Durable,
     Fail,
     Finisher,
     Journal,
@@ -218,6 +219,33 @@ class GuardedExecutor:
 
     # --- drivers ----------------------------------------------------------------
 
+    def settle(self, key: str, result: Any) -> None:
+        """A human resolves an unknown or failed outcome as done with ``result``: the store
+        and the effects journal both replay it from now on."""
+        store = self._sync_store("settling a key")
+        store.settle(key, result)
+        if self.journal is not None:
+            entry = self.journal.effect_of(key)
+            self.journal.effect(
+                key,
+                thread_id=entry.thread_id if entry else "",
+                tool=entry.tool if entry else "",
+                fingerprint=entry.fingerprint if entry else "",
+                outcome="completed",
+                result=to_jsonable_python(result, fallback=repr),
+            )
+
+    def forget(self, key: str) -> None:
+        """A human allows ``key`` to run again: its store record and journal row go."""
+        self._sync_store("forgetting a key").forget(key)
+        if self.journal is not None:
+            self.journal.forget_effect(key)
+
+    def _sync_store(self, what: str) -> IdempotencyStore:
+        if not isinstance(self.store, IdempotencyStore):
+            raise ConfigurationError(f"{what} needs a synchronous IdempotencyStore")
+        return self.store
+
     def execute(
         self,
         call: ToolCall,
@@ -342,14 +370,13 @@ class GuardedExecutor:
                 return (yield from self._started(done, cls, key, fp, thread_id, spec.name))
             if entry is not None and entry.outcome not in ("started", "released"):
                 return from_journal(done, cls, key, fp, entry)
-        if isinstance(self.store, IdempotencyStore):
-            try:
-                problem = self.store.durability_problem()
-            except StoreUnavailableError as exc:
-                return done(cls, "refused", key=key, error=str(exc), retryable=True)
-            if problem is not None:
-                msg = f"the idempotency store {self.store.where} can lose writes: {problem}"
-                return done(cls, "refused", key=key, error=f"{msg} (fix: {DURABILITY_FIX})")
+        try:
+            problem: str | None = yield Durable()
+        except StoreUnavailableError as exc:
+            return done(cls, "refused", key=key, error=str(exc), retryable=True)
+        if problem is not None:
+            msg = f"the idempotency store {self.store.where} can lose writes: {problem}"
+            return done(cls, "refused", key=key, error=f"{msg} (fix: {DURABILITY_FIX})")
         reclaim = cls == "retry_safe" and spec.forwards_key
         needs_grant = cls in ("irreversible", "unknown")
         grant = grant_key(self.namespace, thread_id, fp) if needs_grant else None
@@ -452,6 +479,8 @@ class GuardedExecutor:
             return done(cls, "in_flight", key=key, error=msg, retryable=True)
         if peeked.state == "completed":
             return done(cls, "replayed", key=key, output=peeked.result)
+        if peeked.state == "failed":
+            return done(cls, "failed", key=key, error="kept failed by the store", flagged=True)
         msg = f"a run under {key} started and ended without a result (effects journal)"
         with contextlib.suppress(LedgerError):
             yield Journal(key, thread_id, tool, fp, "outcome_unknown", None, msg)

@@ -16,7 +16,10 @@ The executor reads the journal before it takes a lease or consumes a grant: a ke
 journal knows replays its stored result, stays failed, or stays unknown, however long
 ago it ran; a ``started`` key is asked of the store (a live lease is in flight, anything
 else is an unknown outcome). Retention in Redis becomes a cache window, never the memory
-of what happened.
+of what happened. A ``retry_safe`` call whose tool forwards its key may reclaim a key the
+journal says was started (the store arbitrates, as it always does for those). A human
+resolves an unknown outcome with :meth:`tools.executor.GuardedExecutor.settle` (or allows
+a re-run with ``forget``), which changes the store and the journal together.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class EffectEntry:
     """The stored result (``completed``)."""
     error: str | None = None
     """Why it failed, or why its outcome is unknown."""
+    thread_id: str = ""
+    """Thread of the call."""
+    tool: str = ""
+    """Tool name."""
 
 
 @runtime_checkable
@@ -66,4 +73,8 @@ class EffectJournal(Protocol):
 
     def effect_of(self, key: str) -> EffectEntry | None:
         """The recorded outcome of ``key``, if any."""
+        ...
+
+    def forget_effect(self, key: str) -> bool:
+        """Delete ``key``'s row (a human allows a re-run); True when there was one."""
         ...

@@ -52,7 +52,7 @@ from tools._store_scripts import FAIL as _FAIL
 from tools._store_scripts import PEEK as _PEEK
 from tools._store_scripts import RENEW as _RENEW
 from tools._store_scripts import SETTLE as _SETTLE
-from tools.durability import Durability, read_durability
+from tools.durability import Durability, aread_durability, read_durability
 from tools.keys import answer_key, assessment_key, grant_key, key_prefix
 
 __all__ = [
@@ -516,6 +516,7 @@ class AsyncIdempotencyStore(_StoreBase):
         retention_s: float = 24 * 3600,
         retry: RetryPolicy | None = None,
         where: str = "redis",
+        require_durable: bool = False,
     ) -> None:
         super().__init__(
             where,
@@ -526,6 +527,9 @@ class AsyncIdempotencyStore(_StoreBase):
         )
         self.client = client
         """The ``redis.asyncio`` client (``decode_responses=True``)."""
+        self.require_durable = require_durable
+        """Refuse non-safe calls on a server that can lose writes (:mod:`tools.durability`)."""
+        self._durability: Durability | None = None
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
         self._fail = client.register_script(_FAIL)
@@ -552,7 +556,16 @@ class AsyncIdempotencyStore(_StoreBase):
             namespace=settings.namespace,
             lease_s=settings.lease_seconds,
             retention_s=settings.retention_seconds,
+            require_durable=bool(settings.redis_url) and not settings.allow_volatile_redis,
         )
+
+    async def durability_problem(self) -> str | None:
+        """Why this server can lose writes, if it can (read once, on first use)."""
+        if not self.require_durable:
+            return None
+        if self._durability is None:
+            self._durability = await self._run(aread_durability, self.client)
+        return self._durability.problem
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         delays = self.retry.delays()

@@ -51,6 +51,7 @@ from agentflow.errors import (
     DigestMismatchError,
     IdempotencyError,
     LedgerError,
+    UnfinishedRunError,
     UnknownApprovalError,
 )
 from agentflow.runtime import AgentRuntime, RunResult
@@ -89,6 +90,7 @@ _STATUS: tuple[tuple[type[AgentflowError], int], ...] = (
     (UnknownApprovalError, 404),
     (DigestMismatchError, 409),
     (ThreadBusyError, 409),
+    (UnfinishedRunError, 409),
     (ApprovalError, 422),
 )
 """HTTP status of each client error kind, most specific first; anything else is a 5xx."""

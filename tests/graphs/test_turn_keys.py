@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from agentflow.errors import UnfinishedRunError
 from agentflow.runtime import AgentRuntime
 from graphs import support
 from nodes.approval import ApprovalAnswer
@@ -85,3 +86,17 @@ def test_the_turn_is_part_of_the_key() -> None:
     assert base == derive_key("ns", "t", 0, "issue_refund", {"a": 1}, turn="m1")
     assert base != derive_key("ns", "t", 0, "issue_refund", {"a": 1}, turn="m2")
     assert derive_key("ns", "t", 0, "x", {}) != derive_key("ns", "t", 0, "x", {}, turn="m1")
+
+
+def test_a_new_message_on_a_thread_stopped_mid_graph_is_refused(rt: AgentRuntime) -> None:
+    """A new turn would plan afresh under new keys beside the step that stopped (maybe
+    after its effect): the thread must be finished first."""
+    run = rt.run(REFUND)
+    assert run.pending_approval
+    config = {"configurable": {"thread_id": run.thread_id}}
+    rt.graph.update_state(config, None, as_node="approval")  # stopped before `act`
+    assert rt.graph.get_state(config).next == ("act",)
+    before = _refunds()
+    with pytest.raises(UnfinishedRunError, match="resume"):
+        rt.run("where is my order?", thread_id=run.thread_id)
+    assert _refunds() == before

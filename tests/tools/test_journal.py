@@ -188,3 +188,23 @@ def test_a_live_started_call_is_in_flight_and_a_released_one_runs(
     store.forget(key)
     ledger.effect(key, thread_id="t", tool="ship", fingerprint=fp, outcome="released")
     assert ex.execute(call, "retry_unsafe", thread_id="t").status == "ok" and paid == [3]
+
+
+def test_a_human_settles_an_unknown_outcome_in_the_store_and_the_journal(
+    store: IdempotencyStore, ledger: Ledger
+) -> None:
+    paid: list[int] = []
+    ex = GuardedExecutor(_tools(paid), store, journal=ledger)
+    args = {"amount": 4}
+    key = derive_key(store.namespace, "t", 0, "ship", args)
+    assert store.begin(key, action_digest("ship", args), 0.2).token  # a holder that died
+    time.sleep(0.4)
+    call = ToolCall(tool="ship", args=args)
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "outcome_unknown"
+    ex.settle(key, {"shipped": 4, "checked_by": "ops"})
+    res = ex.execute(call, "retry_unsafe", thread_id="t")
+    assert res.status == "replayed" and res.output == {"shipped": 4, "checked_by": "ops"}
+    _expire()
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "replayed"
+    ex.forget(key)
+    assert ex.execute(call, "retry_unsafe", thread_id="t").status == "ok" and paid == [4]

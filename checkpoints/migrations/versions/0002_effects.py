@@ -4,9 +4,10 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-02
 
-One row per idempotency key (completed with its result, failed, or outcome unknown),
-written before the store is told, so a record that expired from Redis, or a lease that
-ended with the process, still answers "this already happened" (tools.executor).
+One row per idempotency key: started (before the tool runs), completed with its result
+(before the store is told), failed, outcome unknown, or released; so a record that
+expired from Redis, or a lease that ended with the process, still answers "this already
+happened" (tools.journal).
 """
 
 from __future__ import annotations
