@@ -32,6 +32,14 @@ class Attack:
 ATTACKS: list[Attack] = []
 """Every attempt of this run, in order."""
 
+SUMMARIES: list[str] = []
+"""One-line results other invariant suites want in the run's output (the crash test's counts)."""
+
+
+def summary(line: str) -> None:
+    """Print ``line`` in the run's closing summary, even when its test passes quietly."""
+    SUMMARIES.append(line)
+
 
 def record(attack: str, entry: str, refused: bool, how: str = "") -> None:
     """Add one attempt; ``refused`` is what the test checked, ``how`` the answer seen."""

@@ -45,11 +45,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the adversarial suite's table (tests/attacks.py) when any attack ran."""
-    from tests.attacks import table
+    """Print the adversarial suite's table and the invariant suites' counts (tests/attacks.py)."""
+    from tests.attacks import SUMMARIES, table
 
     lines = table()
     if lines:
         terminalreporter.section("approval attacks")
         for line in lines:
+            terminalreporter.write_line(line)
+    if SUMMARIES:
+        terminalreporter.section("invariants")
+        for line in SUMMARIES:
             terminalreporter.write_line(line)

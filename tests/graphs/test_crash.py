@@ -15,6 +15,7 @@ from typing import Any
 
 from checkpoints.ledger import Ledger
 from checkpoints.savers import setup_savers
+from tests.attacks import summary
 from tests.fixtures.heads import data_dir_with_heads
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
@@ -60,7 +61,8 @@ def test_sigkill_never_duplicates_a_payment_and_loses_no_run(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    print({k: v for k, v in report.items() if k != "trials"})
+    counts = {k: v for k, v in report.items() if k != "trials"}
+    summary(f"crash test (seed {SEED}): {json.dumps(counts)}")
     assert report["runs"] >= 126
     assert report["kills_after_effect"] >= 40  # the window between effect and stored result
     assert report["kills_during_recovery"] >= 20
