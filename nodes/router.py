@@ -10,6 +10,7 @@ built-in ``llm`` route (the LLM answers it directly): the router's safe default.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,8 +121,21 @@ class Router:
     ) -> Resolution[str]:
         """Route ``text``; the resolution holds every decision taken on the way.
 
-        LLM tokens spent are appended to ``usage`` when given.
+        LLM tokens spent are appended to ``usage`` when given. A message with no word in
+        it (empty, blanks, punctuation) is not given to the small model, which would place
+        it somewhere with confidence: it takes the LLM route by rule.
         """
+        if not re.search(r"\w", text):
+            blank = Decision[str](
+                role="router",
+                value=LLM_ROUTE,
+                confidence=1.0,
+                source="rule",
+                latency_ms=0.0,
+                input=text,
+                rationale="no words to route: the LLM answers",
+            )
+            return Resolution(final=blank, trail=(blank,), llm_called=False)
         verdict = self._llm_verdict(
             text, env or NodeEnv(), config, usage if usage is not None else []
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from agentflow.decision import EscalationPolicy
@@ -91,3 +92,12 @@ def test_parse_choice_word_boundaries() -> None:
         pass
     else:
         raise AssertionError("a word inside another word must not match")
+
+
+@pytest.mark.parametrize("text", ["", "   ", "?!", "\n\t"])
+def test_a_message_with_no_words_takes_the_llm_route_by_rule(encoder: Encoder, text: str) -> None:
+    """The head would place an empty message somewhere, confidently (issue: an empty
+    message routed to `complaint` at 0.99); with nothing to read, the LLM answers."""
+    res = _router(encoder, "billing", threshold=0.0).decide(text)
+    assert res.final.value == LLM_ROUTE and res.final.source == "rule" and not res.llm_called
+    assert [d.source for d in res.trail] == ["rule"]
