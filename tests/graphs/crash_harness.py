@@ -97,11 +97,13 @@ def _recover(thread: str, trial: int, out_fd: int) -> None:
                         digest=p["digest"],
                     ),
                 )
-            elif not res.decisions:  # killed before the first checkpoint: nothing ran, start again
-                res = rt.run(_message(trial), thread_id=thread)
             elif res.resumable:  # stopped mid-graph (killed, or the key's lease is still held)
+                # First: a thread with a checkpoint to go on from is resumed, even one that
+                # stopped before its first decision (a new message there is refused).
                 time.sleep(0.3)
                 res = rt.retry(thread)
+            elif not res.decisions:  # killed before the first checkpoint: nothing ran, start again
+                res = rt.run(_message(trial), thread_id=thread)
             else:
                 break
         os.write(out_fd, json.dumps({"status": res.status, "outcome": res.outcome}).encode())
