@@ -315,15 +315,20 @@ class _LeaseKeeper:
         self._held: dict[int, tuple[IdempotencyStore, Lease, float]] = {}
         self._next = 0
         self._thread: threading.Thread | None = None
+        self._wakes_at = float("inf")
 
     def hold(self, store: IdempotencyStore, lease: Lease) -> int:
         with self._cond:
             self._next += 1
-            self._held[self._next] = (store, lease, time.monotonic() + lease.seconds / 3)
+            due = time.monotonic() + lease.seconds / 3
+            self._held[self._next] = (store, lease, due)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="lease keeper", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if due < self._wakes_at:
+                # Waking the keeper costs a thread switch per call; it is needed only when
+                # this lease falls due before the keeper would wake anyway.
+                self._cond.notify()
             return self._next
 
     def release(self, ticket: int) -> None:
@@ -337,7 +342,9 @@ class _LeaseKeeper:
                 due = [(t, s, lease) for t, (s, lease, at) in self._held.items() if at <= now]
                 if not due:
                     soonest = min((at for _, _, at in self._held.values()), default=None)
+                    self._wakes_at = float("inf") if soonest is None else soonest
                     self._cond.wait(None if soonest is None else soonest - now)
+                    self._wakes_at = 0.0  # awake: a new lease is seen on the next pass
                     continue
                 for ticket, store, lease in due:
                     self._held[ticket] = (store, lease, now + lease.seconds / 3)
@@ -353,6 +360,7 @@ class _LeaseKeeper:
         self._cond = threading.Condition()
         self._held.clear()
         self._thread = None
+        self._wakes_at = float("inf")
 
 
 _KEEPER = _LeaseKeeper()
