@@ -105,14 +105,20 @@ def _remember(
     return remember
 
 
-def _router_head(
-    routes: Sequence[Route], examples: list[Example], encoder: Encoder, settings: Settings
+def _role_head(
+    role: str,
+    examples: list[Example],
+    encoder: Encoder,
+    settings: Settings,
+    labels: Iterable[str] | None = None,
 ) -> EncoderHead:
-    """The head `agentflow train` last kept for these routes, else one trained on the examples."""
+    """The head `agentflow train` last kept for ``role`` when it decides only ``labels``
+    (default: the examples'), else one trained on the examples: what is trained runs."""
     from agentflow.retrain import active_head
 
-    kept = active_head("router", settings, encoder, labels=[r.name for r in routes])
-    return kept if kept is not None else head_for("router", examples, encoder, settings)
+    allowed = set(labels) if labels is not None else {ex.label for ex in examples}
+    kept = active_head(role, settings, encoder, labels=allowed)
+    return kept if kept is not None else head_for(role, examples, encoder, settings)
 
 
 def agent(
@@ -149,7 +155,7 @@ def agent(
         routes,
         encoder=encoder,
         # One route is taken by rule: there is nothing to tell apart, so no head.
-        head=_router_head(routes, route_examples, encoder, settings)
+        head=_role_head("router", route_examples, encoder, settings, [r.name for r in routes])
         if use and route_examples and len({r.name for r in routes}) > 1
         else None,
         llm=llm,
@@ -164,7 +170,7 @@ def agent(
         threshold=settings.loop_threshold,
     )
     modeler = ConsequenceModeler(
-        head=head_for("consequence_modeler", consequence_examples(), encoder, settings)
+        head=_role_head("consequence_modeler", consequence_examples(), encoder, settings)
         if use
         else None,
         encoder=encoder,

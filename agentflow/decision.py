@@ -69,6 +69,9 @@ class Decision(BaseModel, Generic[T]):
     """True when this decision was taken because a smaller one was not trusted."""
     calibrated: bool = True
     """Whether ``confidence`` comes from a model calibrated on labelled examples."""
+    far: bool = False
+    """The input is farther from the model's training examples than nearly all of them
+    were (:meth:`~agentflow.models.head.EncoderHead.is_far`): confidence says little."""
     rationale: str | None = None
     """Why, in words, when the decider gives one (LLM verdicts, rules, failures)."""
     scores: dict[str, float] = Field(default_factory=dict)
@@ -85,10 +88,15 @@ class EscalationPolicy:
     """Minimum calibrated confidence to act on a small-model decision."""
     require_calibrated: bool = True
     """Escalate decisions whose confidence was never calibrated, whatever their value."""
+    escalate_far: bool = True
+    """Escalate decisions on inputs far from the training examples (``Decision.far``),
+    however confident: an unseen kind of request is not one the small model knows."""
 
     def trusts(self, decision: Decision[Any]) -> bool:
         """True when ``decision`` may be acted on without the LLM."""
         if self.require_calibrated and not decision.calibrated:
+            return False
+        if self.escalate_far and decision.far:
             return False
         return decision.confidence >= self.threshold
 

@@ -1,9 +1,12 @@
 """Router evaluation: train a head on one file, measure it on another.
 
 Accuracy is top-1 over in-scope test rows; coverage is the share of in-scope rows the
-head is confident about (at or above the threshold, i.e. handled without the LLM);
-``oos_escalation_rate`` is the share of out-of-scope rows that correctly fall below the
-threshold. Latency is one message at a time, after warm-up, as a request would see it.
+head handles without the LLM (confidence at or above the threshold, and not far from its
+training examples); ``oos_escalation_rate`` is the share of out-of-scope rows that are
+escalated, and ``held_out_escalated`` the same for the messages of intents left out of
+training whole (``holdout_intents``: out-of-scope data made from in-scope data, to tune
+the rule without any). The curve gives the trade-off at other thresholds. Latency is one
+message at a time, after warm-up, as a request would see it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from agentflow.errors import DataError
 from agentflow.examples import Example
 from agentflow.models.calibration import expected_calibration_error
 from agentflow.models.encoder import Encoder
@@ -41,25 +45,36 @@ def evaluate_router(
     *,
     threshold: float = 0.8,
     oos_label: str | None = None,
+    holdout_intents: int = 0,
+    seed: int = 0,
     latency_samples: int = 300,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train a router head on ``train`` and report accuracy, coverage, ECE and latency."""
+    """Train a router head on ``train`` and report accuracy, coverage, ECE and latency.
+
+    ``holdout_intents`` labels (chosen with ``seed``) are removed from training whole;
+    their rows, from both files, are messages for intents the router never saw, and the
+    report says what share of them is escalated. A message is escalated when the head's
+    confidence is below the threshold or the input is far from the training examples.
+    """
     note = progress or (lambda _stage, _done, _total: None)
     in_scope_train = [ex for ex in train if ex.label != oos_label]
+    held = _held_out_intents(in_scope_train, holdout_intents, seed)
+    unseen = [ex for ex in [*in_scope_train, *test] if ex.label in held]
+    in_scope_train = [ex for ex in in_scope_train if ex.label not in held]
+    test = [ex for ex in test if ex.label not in held]
     note("encode train", 0, len(in_scope_train))
     x_train = encoder.encode([ex.text for ex in in_scope_train])
     note("train head", 0, 1)
     head = EncoderHead.train(in_scope_train, encoder, "router", embeddings=x_train)
-    note("encode test", 0, len(test))
-    texts = [ex.text for ex in test]
-    probs = head.probabilities(encoder.encode(texts), texts=texts)
-    conf = probs.max(axis=1)
-    pred = np.array(head.labels)[probs.argmax(axis=1)]
+    note("encode test", 0, len(test) + len(unseen))
+    conf, pred, far = _score(head, encoder, test)
     gold = np.array([ex.label for ex in test])
     in_scope = gold != oos_label if oos_label is not None else np.ones(len(gold), dtype=bool)
     correct = pred == gold
-    covered = in_scope & (conf >= threshold)
+    covered = in_scope & (conf >= threshold) & ~far
+    oos = ~in_scope
+    unseen_conf, _, unseen_far = _score(head, encoder, unseen)
 
     # Latency: the full decide() path (embed + head), one message at a time, after warm-up.
     texts = [ex.text for ex in test] or [ex.text for ex in train]
@@ -75,7 +90,18 @@ def evaluate_router(
             note("latency", i, n)
 
     n_in = int(in_scope.sum())
-    oos = ~in_scope
+    has_oos = oos_label is not None and bool(oos.any())
+    curve = []
+    for t in _CURVE:
+        row: dict[str, Any] = {
+            "threshold": t,
+            **_at(t, conf[in_scope], correct[in_scope], far[in_scope]),
+        }
+        if has_oos:
+            row["oos_escalated"] = _escalated(t, conf[oos], far[oos])
+        if held:
+            row["held_out_escalated"] = _escalated(t, unseen_conf, unseen_far)
+        curve.append(row)
     return {
         "n": len(test),
         "n_in_scope": n_in,
@@ -87,11 +113,18 @@ def evaluate_router(
         "accuracy_on_covered": (
             round(float(correct[covered].mean()), 4) if covered.any() else None
         ),
-        "oos_escalation_rate": (
-            round(float((conf[oos] < threshold).mean()), 4)
-            if oos_label is not None and oos.any()
-            else None
+        "far_in_scope": round(float(far[in_scope].mean()), 4) if n_in else None,
+        "oos_escalation_rate": _escalated(threshold, conf[oos], far[oos]) if has_oos else None,
+        "oos_escalation_rate_confidence_only": (
+            round(float((conf[oos] < threshold).mean()), 4) if has_oos else None
         ),
+        "held_out_intents": sorted(held),
+        "n_held_out": len(unseen),
+        "held_out_escalated": _escalated(threshold, unseen_conf, unseen_far) if held else None,
+        "held_out_escalated_confidence_only": (
+            round(float((unseen_conf < threshold).mean()), 4) if held else None
+        ),
+        "curve": curve,
         "ece": round(expected_calibration_error(conf[in_scope], correct[in_scope]), 4),
         "ece_heldout_train": head.metrics.get("ece"),
         "temperature": round(head.temperature, 4),
@@ -99,6 +132,49 @@ def evaluate_router(
         "latency_samples": n,
         "train_seconds": head.metrics["train_seconds"],
         "cores": os.cpu_count(),
+    }
+
+
+_CURVE = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
+"""Confidence thresholds the report's curve is drawn at."""
+
+
+def _held_out_intents(train: Sequence[Example], k: int, seed: int) -> set[str]:
+    """``k`` labels of ``train`` chosen with ``seed``, to be left out of training whole."""
+    if k <= 0:
+        return set()
+    names = sorted({ex.label for ex in train})
+    if k > len(names) - 2:
+        raise DataError(
+            f"cannot hold out {k} of {len(names)} intents: training needs at least two",
+            hint=f"pass --holdout-intents between 1 and {len(names) - 2}",
+        )
+    return {str(x) for x in np.random.default_rng(seed).choice(names, size=k, replace=False)}
+
+
+def _score(
+    head: EncoderHead, encoder: Encoder, rows: Sequence[Example]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Confidence, predicted label and the far flag of each row."""
+    if not rows:
+        return np.zeros(0), np.array([], dtype=object), np.zeros(0, dtype=bool)
+    texts = [ex.text for ex in rows]
+    emb = encoder.encode(texts)
+    probs = head.probabilities(emb, texts=texts)
+    far = head.familiarity(emb) < head.ood_threshold
+    return probs.max(axis=1), np.array(head.labels)[probs.argmax(axis=1)], far
+
+
+def _escalated(threshold: float, conf: np.ndarray, far: np.ndarray) -> float | None:
+    """Share of rows escalated: below the threshold, or far from the training examples."""
+    return round(float(((conf < threshold) | far).mean()), 4) if len(conf) else None
+
+
+def _at(threshold: float, conf: np.ndarray, correct: np.ndarray, far: np.ndarray) -> dict[str, Any]:
+    covered = (conf >= threshold) & ~far
+    return {
+        "coverage": round(float(covered.mean()), 4) if len(conf) else None,
+        "accuracy_on_covered": round(float(correct[covered].mean()), 4) if covered.any() else None,
     }
 
 

@@ -116,7 +116,9 @@ class LoopEvaluator:
         threshold: float = 0.8,
     ) -> None:
         self.head, self.encoder, self.llm, self.guards = head, encoder, llm, guards
-        self.policy = EscalationPolicy(threshold=threshold)
+        # The far test is the router's for now: this role's far threshold has not been
+        # fitted to its escalation budget (at most 2 LLM calls per 10 steps).
+        self.policy = EscalationPolicy(threshold=threshold, escalate_far=False)
 
     def guard(self, state: AgentState) -> Decision[str] | None:
         """A rule decision when a hard limit is hit, else None."""

@@ -24,10 +24,13 @@ from agentflow.models.head import EncoderHead
 from agentflow.state import AgentState
 from nodes._common import NodeEnv, last_user_text, llm_choice
 
-__all__ = ["LLM_ROUTE", "Route", "Router", "router_node"]
+__all__ = ["LLM_ROUTE", "MAX_ROUTED_CHARS", "Route", "Router", "router_node"]
 
 LLM_ROUTE = "llm"
 """Built-in route: the LLM answers the request itself (the router's safe default)."""
+MAX_ROUTED_CHARS = 2000
+"""Longer messages take the LLM route by rule: the encoder reads only its first 256
+tokens (about 1,000 characters), so its confidence would be about part of the message."""
 
 
 @dataclass(frozen=True)
@@ -123,19 +126,27 @@ class Router:
 
         LLM tokens spent are appended to ``usage`` when given. A message with no word in
         it (empty, blanks, punctuation) is not given to the small model, which would place
-        it somewhere with confidence: it takes the LLM route by rule.
+        it somewhere with confidence: it takes the LLM route by rule, and so does a message
+        longer than :data:`MAX_ROUTED_CHARS`.
         """
-        if not re.search(r"\w", text):
-            blank = Decision[str](
+        why = (
+            "no words to route"
+            if not re.search(r"\w", text)
+            else f"{len(text)} characters, more than the small model reads"
+            if len(text) > MAX_ROUTED_CHARS
+            else None
+        )
+        if why is not None:
+            rule = Decision[str](
                 role="router",
                 value=LLM_ROUTE,
                 confidence=1.0,
                 source="rule",
                 latency_ms=0.0,
                 input=text,
-                rationale="no words to route: the LLM answers",
+                rationale=f"{why}: the LLM answers",
             )
-            return Resolution(final=blank, trail=(blank,), llm_called=False)
+            return Resolution(final=rule, trail=(rule,), llm_called=False)
         verdict = self._llm_verdict(
             text, env or NodeEnv(), config, usage if usage is not None else []
         )

@@ -201,15 +201,15 @@ def assess(
     ),
 ) -> None:
     """Run the consequence modeler on tool definitions; print class, confidence, source, floor."""
-    from agentflow.heads import consequence_examples, head_for
     from agentflow.models.encoder import load_encoder
+    from agentflow.retrain import current_head
     from nodes.consequence_modeler import ConsequenceModeler
 
     settings = Settings()
     try:
         encoder = load_encoder(settings)
         modeler = ConsequenceModeler(
-            head=head_for("consequence_modeler", consequence_examples(), encoder, settings),
+            head=current_head("consequence_modeler", settings, encoder),
             encoder=encoder,
             llm=None,
             threshold=settings.consequence_threshold,
@@ -232,5 +232,8 @@ def assess(
             "source": final.source,
             "floor": result.floor,
             "proposed": result.proposed,
+            # Which artifact decided: the last head `agentflow train` kept, else the
+            # head of the shipped examples.
+            "head_sha256": modeler.head.sha256 if modeler.head is not None else None,
         }
         typer.echo(json.dumps(row) if json_out else "  ".join(f"{k}={v}" for k, v in row.items()))

@@ -32,12 +32,21 @@ def router(
     threshold: float = typer.Option(
         0.8, "--threshold", help="Confidence needed to act without the LLM."
     ),
+    holdout_intents: int = typer.Option(
+        0,
+        "--holdout-intents",
+        min=0,
+        help="Leave K intents out of training whole and report the share of their "
+        "messages escalated (out-of-scope data made from in-scope data).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Which intents --holdout-intents leaves out."),
     samples: int = typer.Option(
         300, "--latency-samples", help="Messages timed one at a time (>=200)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Train an encoder head on --train and report accuracy, coverage, ECE and latency."""
+    """Train an encoder head on --train and report accuracy, coverage, ECE and latency,
+    with the escalation curve over the threshold (out-of-scope and held-out intents)."""
     try:
         train_rows = load_examples(train, text_col, label_col)
         if test is None:
@@ -53,6 +62,8 @@ def router(
                 encoder,
                 threshold=threshold,
                 oos_label=oos_label,
+                holdout_intents=holdout_intents,
+                seed=seed,
                 latency_samples=samples,
                 progress=update,
             )

@@ -69,6 +69,33 @@ def test_eval_router_reports_every_metric(tmp_path: Path) -> None:
     assert report["latency_samples"] >= 200 and report["train_seconds"] > 0
 
 
+def test_eval_router_holds_intents_out_whole_and_draws_the_curve(tmp_path: Path) -> None:
+    with BANKING.open() as fh:
+        rows = list(csv.DictReader(fh))
+    train = tmp_path / "train.csv"
+    with train.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "category"])
+        w.writerows([(r["text"], r["category"]) for r in rows])
+    args = ["eval", "router", "--train", str(train), "--holdout-intents", "1", "--json"]
+    result = CliRunner().invoke(app, [*args, "--latency-samples", "200"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    (held,) = report["held_out_intents"]
+    # The held-out intent is in neither the training set nor the in-scope test rows.
+    assert report["labels"] == len({r["category"] for r in rows}) - 1
+    assert report["n_held_out"] == sum(r["category"] == held for r in rows)
+    assert report["held_out_escalated"] >= report["held_out_escalated_confidence_only"]
+    curve = report["curve"]
+    assert [c["threshold"] for c in curve] == sorted(c["threshold"] for c in curve)
+    # A higher threshold covers no more in-scope rows and escalates no fewer unseen ones.
+    for low, high in zip(curve, curve[1:], strict=False):
+        assert high["coverage"] <= low["coverage"]
+        assert high["held_out_escalated"] >= low["held_out_escalated"]
+    too_many = CliRunner().invoke(app, [*args[:-2], "--holdout-intents", "99", "--json"])
+    assert too_many.exit_code == 1 and "--holdout-intents between 1 and" in too_many.output
+
+
 def test_eval_router_bad_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")

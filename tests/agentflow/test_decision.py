@@ -53,6 +53,16 @@ def test_low_or_uncalibrated_confidence_escalates(confidence: float, calibrated:
     assert [d.source for d in res.trail] == ["slm:encoder", "llm"]
 
 
+def test_a_confident_decision_on_an_input_far_from_training_escalates() -> None:
+    llm, calls = _llm("pricing")
+    far = _d("refund", 0.99).model_copy(update={"far": True})
+    res = resolve("router", lambda: far, llm, "llm", POLICY)
+    assert res.llm_called and res.final.value == "pricing" and calls == [far]
+    # A role whose policy does not use the far test acts on the same decision.
+    lenient = EscalationPolicy(threshold=0.8, escalate_far=False)
+    assert resolve("router", lambda: far, llm, "llm", lenient).final.value == "refund"
+
+
 def test_malformed_small_model_output_escalates() -> None:
     def broken() -> Decision[str]:
         raise ModelOutputError("model answered 'banana', not a route")

@@ -18,6 +18,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import HumanMessage
 from typer.testing import CliRunner
 
+from agentflow import agent
 from agentflow.acceptance import AcceptancePolicy
 from agentflow.cli import app
 from agentflow.decision import Decision, EscalationPolicy
@@ -37,7 +38,11 @@ from agentflow.retrain import (
 from agentflow.settings import Settings
 from checkpoints.ledger import Ledger
 from nodes._common import NodeEnv
+from nodes.consequence_modeler import describe_call
 from nodes.router import Route, Router, router_node
+from tests.fixtures.heads import data_dir_with_heads
+from tools.contract import ToolRegistry
+from tools.executor import GuardedExecutor
 
 EXAMPLES = {
     "order_status": ["where is my order", "has my package shipped yet", "tracking number for my order please",
@@ -313,3 +318,60 @@ def test_roles_without_a_text_head_are_refused_and_unknown_values_dropped(
     rows, dropped = training_rows([], ledger.labels_for("router"), set(DESCRIPTIONS))
     assert rows == [] and dropped == 1
     ledger.close()
+
+
+# Calls of a kind the shipped consequence examples never had (vineyard and barge tools),
+# labelled by a reviewer: what `agentflow train --role consequence_modeler` learns from.
+_NEW_CALLS = [
+    ({"name": f"{verb}_{thing}", "description": f"{desc} for the {thing.replace('_', ' ')}."},
+     {"id": f"{thing[:3].upper()}-{n}"}, label)
+    for n, (verb, desc, label) in enumerate([
+        ("inspect", "Shows the current readings", "safe"),
+        ("list", "Lists the scheduled work", "safe"),
+        ("wire_deposit", "Sends a non-refundable deposit from the estate account", "irreversible"),
+        ("scrap", "Permanently scraps the registration", "irreversible"),
+    ])
+    for thing in ("barge_lock", "vine_row", "cask_cellar", "harvest_crate", "press_house",
+                  "mooring_berth", "cooperage_order", "tasting_room")
+]  # fmt: skip
+
+
+def test_a_retrained_consequence_head_is_the_one_the_agent_and_the_cli_use(
+    tmp_path: Path, encoder: Encoder, heads_cache: Path
+) -> None:
+    data_dir = data_dir_with_heads(tmp_path / "af", heads_cache)
+    settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{tmp_path}/l.db")
+    ledger = Ledger(settings.resolved_database_url)
+    ledger.setup()
+    ctx = RunContext(thread_id="c", run_id="r")
+    for definition, args, label in _NEW_CALLS:
+        text = describe_call(definition, args)
+        found = Decision[str](role="consequence_modeler", value="unknown", confidence=0.5,
+                              source="slm:encoder", latency_ms=1.0, input=text)  # fmt: skip
+        ledger.add_label(ledger.record_decision(ctx, found), label, "dana")
+    ledger.close()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AGENTFLOW_DATA_DIR", str(settings.data_dir))
+        mp.setenv("AGENTFLOW_DATABASE_URL", settings.resolved_database_url)
+        result = CliRunner().invoke(
+            app, ["train", "--role", "consequence_modeler", "--tolerance", "1", "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["accepted"], report
+        definition = tmp_path / "tool.json"
+        definition.write_text(json.dumps(_NEW_CALLS[2][0]))
+        assessed = CliRunner().invoke(app, ["assess", "--tool", str(definition), "--json"])
+    assert assessed.exit_code == 0, assessed.output
+    # The CLI decided with the retrained head: its decision names that artifact's hash.
+    assert report["sha256"] in assessed.stdout, assessed.stdout
+    _, parts = agent(
+        _routes()[:2],
+        [],
+        llm=FakeListChatModel(responses=["x"]),
+        settings=settings,
+        encoder=encoder,
+        executor=GuardedExecutor(ToolRegistry([]), None),
+    )
+    assert parts.consequence.head is not None
+    assert parts.consequence.head.sha256 == report["sha256"]

@@ -60,7 +60,40 @@ def test_artifact_round_trips(head: EncoderHead, encoder: Encoder, tmp_path: Pat
     texts = ["I typed my PIN wrong three times and now it's blocked", "top-up didn't go through"]
     x = encoder.encode(texts)
     assert np.allclose(loaded.probabilities(x, texts=texts), head.probabilities(x, texts=texts))
+    assert np.array_equal(loaded.familiarity(x), head.familiarity(x))
+    assert loaded.ood_threshold == head.ood_threshold
     assert loaded.sha256 == digest
+
+
+def test_messages_unlike_any_training_example_are_far(
+    head: EncoderHead, banking: tuple[list[Example], list[Example]], encoder: Encoder
+) -> None:
+    # The five intents' own held-out messages are familiar; requests for things these
+    # intents never covered are far, however the classifier would label them.
+    seen = encoder.encode([ex.text for ex in banking[1]])
+    far_share = float(np.mean(head.familiarity(seen) < head.ood_threshold))
+    assert far_share <= 0.15, far_share
+    unseen = [
+        "what time does the museum open on sundays",
+        "recommend a good pasta recipe for dinner",
+        "how many moons does jupiter have",
+        "book me a table for two at an italian restaurant",
+    ]
+    decisions = [head.decide(text, encoder) for text in unseen]
+    assert all(d.far for d in decisions), [(d.value, d.confidence) for d in decisions]
+    assert all(d.rationale == "far from training data" for d in decisions)
+    assert not head.decide("my card still hasn't arrived after two weeks", encoder).far
+
+
+def test_far_threshold_is_fitted_leaving_each_example_out(
+    head: EncoderHead, banking: tuple[list[Example], list[Example]], encoder: Encoder
+) -> None:
+    # An example is never its own neighbour: counted with itself, every training row
+    # would look closer than it is and the threshold would sit too high.
+    assert head.exemplars is not None and len(head.exemplars) == len(banking[0])
+    train = encoder.encode([ex.text for ex in banking[0]])
+    share = float(np.mean(head.familiarity(train) < head.ood_threshold))
+    assert share < head.metrics["far_quantile"], share
 
 
 def test_a_head_reading_characters_needs_the_texts(head: EncoderHead, encoder: Encoder) -> None:
@@ -99,6 +132,13 @@ def test_corrupt_or_foreign_artifacts_are_refused(
 ) -> None:
     path = tmp_path / "h.json"
     path.write_text("{not json")
+    with pytest.raises(ArtifactError, match="corrupt"):
+        EncoderHead.load(path, encoder)
+    head.save(path)
+    raw = json.loads(path.read_text())
+    raw["exemplars"]["f16"] = raw["exemplars"]["f16"][:-8]  # truncated: not a whole array
+    content = {k: v for k, v in raw.items() if k != "sha256"}
+    path.write_text(json.dumps({**content, "sha256": EncoderHead._digest(content)}))
     with pytest.raises(ArtifactError, match="corrupt"):
         EncoderHead.load(path, encoder)
     head.save(path)

@@ -11,7 +11,7 @@ from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from nodes._common import parse_choice
-from nodes.router import LLM_ROUTE, Route, Router
+from nodes.router import LLM_ROUTE, MAX_ROUTED_CHARS, Route, Router
 
 ROUTES = [
     Route(
@@ -70,6 +70,15 @@ def test_confident_head_decides_alone(encoder: Encoder) -> None:
     assert res.final.value == "weather" and res.final.source == "slm:encoder" and not res.llm_called
 
 
+def test_a_request_no_route_covers_goes_to_the_llm_however_confident(encoder: Encoder) -> None:
+    # Threshold 0: confidence alone would route it. It is far from every example of both
+    # routes, so the LLM decides (silent misrouting is what the far test is for).
+    res = _router(encoder, "Route: llm", threshold=0.0).decide(
+        "what is the capital city of Peru and its population"
+    )
+    assert res.trail[0].far and res.llm_called and res.final.value == LLM_ROUTE
+
+
 def test_below_threshold_the_llm_decides_and_is_recorded(encoder: Encoder) -> None:
     res = _router(encoder, "Route: billing", threshold=0.999).decide("hello, can you help me?")
     assert res.llm_called and res.final.source == "llm" and res.final.value == "billing"
@@ -94,10 +103,13 @@ def test_parse_choice_word_boundaries() -> None:
         raise AssertionError("a word inside another word must not match")
 
 
-@pytest.mark.parametrize("text", ["", "   ", "?!", "\n\t"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "?!", "\n\t", "why was I charged twice? " * (MAX_ROUTED_CHARS // 20)]
+)
 def test_a_message_with_no_words_takes_the_llm_route_by_rule(encoder: Encoder, text: str) -> None:
     """The head would place an empty message somewhere, confidently (issue: an empty
-    message routed to `complaint` at 0.99); with nothing to read, the LLM answers."""
+    message routed to `complaint` at 0.99); with nothing to read, the LLM answers. So it
+    does for a message longer than the encoder reads (it would route on a part of it)."""
     res = _router(encoder, "billing", threshold=0.0).decide(text)
     assert res.final.value == LLM_ROUTE and res.final.source == "rule" and not res.llm_called
     assert [d.source for d in res.trail] == ["rule"]
