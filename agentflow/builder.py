@@ -27,7 +27,6 @@ from agentflow.errors import ToolError
 from agentflow.examples import Example
 from agentflow.heads import consequence_examples, head_for, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
-from agentflow.models.head import EncoderHead
 from agentflow.recording import NullRecorder, Recorder
 from agentflow.settings import Settings
 from agentflow.state import AgentState
@@ -105,22 +104,6 @@ def _remember(
     return remember
 
 
-def _role_head(
-    role: str,
-    examples: list[Example],
-    encoder: Encoder,
-    settings: Settings,
-    labels: Iterable[str] | None = None,
-) -> EncoderHead:
-    """The head `agentflow train` last kept for ``role`` when it decides only ``labels``
-    (default: the examples'), else one trained on the examples: what is trained runs."""
-    from agentflow.retrain import active_head
-
-    allowed = set(labels) if labels is not None else {ex.label for ex in examples}
-    kept = active_head(role, settings, encoder, labels=allowed)
-    return kept if kept is not None else head_for(role, examples, encoder, settings)
-
-
 def agent(
     routes: Sequence[Route],
     tools: ToolRegistry | Iterable[ToolSpec],
@@ -140,6 +123,9 @@ def agent(
     endpoint is configured). ``slm_roles=False`` replaces every small-model role by the
     LLM, which is how the workload benchmark measures the SLM-first saving.
     """
+    # Here, not at the top: agentflow.retrain imports the runtime, which imports this module.
+    from agentflow.retrain import head_in_use
+
     settings = settings or Settings()
     registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(list(tools))
     recorder = recorder or NullRecorder()
@@ -155,7 +141,7 @@ def agent(
         routes,
         encoder=encoder,
         # One route is taken by rule: there is nothing to tell apart, so no head.
-        head=_role_head("router", route_examples, encoder, settings, [r.name for r in routes])
+        head=head_in_use("router", route_examples, [r.name for r in routes], encoder, settings)
         if use and route_examples and len({r.name for r in routes}) > 1
         else None,
         llm=llm,
@@ -169,8 +155,11 @@ def agent(
         guards=guards,
         threshold=settings.loop_threshold,
     )
+    consequence = consequence_examples()
     modeler = ConsequenceModeler(
-        head=_role_head("consequence_modeler", consequence_examples(), encoder, settings)
+        head=head_in_use(
+            "consequence_modeler", consequence, {ex.label for ex in consequence}, encoder, settings
+        )
         if use
         else None,
         encoder=encoder,

@@ -46,6 +46,7 @@ __all__ = [
     "active_head",
     "current_head",
     "distill",
+    "head_in_use",
     "role_examples",
     "threshold_for",
     "train",
@@ -256,7 +257,21 @@ def current_head(
 ) -> EncoderHead:
     """The head the builder would use: the last kept retrained one, else the examples' head."""
     examples, allowed = role_examples(role, graph)
-    head = active_head(role, settings, encoder, labels=allowed, ledger=ledger)
+    return head_in_use(role, examples, allowed, encoder, settings, ledger)
+
+
+def head_in_use(
+    role: str,
+    examples: Sequence[Example],
+    labels: Collection[str],
+    encoder: Encoder,
+    settings: Settings,
+    ledger: Ledger | None = None,
+) -> EncoderHead:
+    """The last head `agentflow train` kept for ``role`` when it decides only ``labels``,
+    else the head trained on ``examples``: the one path by which every role's head is
+    found, so that what is trained is what runs."""
+    head = active_head(role, settings, encoder, labels=labels, ledger=ledger)
     return head or head_for(role, examples, encoder, settings)
 
 

@@ -129,13 +129,7 @@ class Router:
         it somewhere with confidence: it takes the LLM route by rule, and so does a message
         longer than :data:`MAX_ROUTED_CHARS`.
         """
-        why = (
-            "no words to route"
-            if not re.search(r"\w", text)
-            else f"{len(text)} characters, more than the small model reads"
-            if len(text) > MAX_ROUTED_CHARS
-            else None
-        )
+        why = _unroutable(text)
         if why is not None:
             rule = Decision[str](
                 role="router",
@@ -151,6 +145,15 @@ class Router:
             text, env or NodeEnv(), config, usage if usage is not None else []
         )
         return resolve("router", self._slm(text), verdict, LLM_ROUTE, self.policy)
+
+
+def _unroutable(text: str) -> str | None:
+    """Why ``text`` is not for the small model to route, if it is not."""
+    if not re.search(r"\w", text):
+        return "no words to route"
+    if len(text) > MAX_ROUTED_CHARS:
+        return f"{len(text)} characters, more than the small model reads"
+    return None
 
 
 def router_node(

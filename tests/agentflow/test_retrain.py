@@ -363,7 +363,7 @@ def test_a_retrained_consequence_head_is_the_one_the_agent_and_the_cli_use(
         definition.write_text(json.dumps(_NEW_CALLS[2][0]))
         assessed = CliRunner().invoke(app, ["assess", "--tool", str(definition), "--json"])
     assert assessed.exit_code == 0, assessed.output
-    # The CLI decided with the retrained head: its decision names that artifact's hash.
+    # The CLI decided with the retrained head: its row names that artifact's hash.
     assert report["sha256"] in assessed.stdout, assessed.stdout
     _, parts = agent(
         _routes()[:2],
