@@ -36,6 +36,7 @@ from agentflow.errors import (
     ToolRegistrationError,
     UnknownApprovalError,
 )
+from agentflow.extraction import FieldCalibration, probability_bin
 from agentflow.recording import Recorder, RunContext
 from agentflow.settings import Settings, get_settings
 
@@ -86,6 +87,7 @@ __all__ = [
     "Decision",
     "DigestMismatchError",
     "EscalationPolicy",
+    "FieldCalibration",
     "Flow",
     "GuardedExecutor",
     "IdempotencyError",
@@ -121,6 +123,7 @@ __all__ = [
     "agent",
     "apply_floor",
     "get_settings",
+    "probability_bin",
     "resolve",
     "tool",
 ]

@@ -176,8 +176,14 @@ def agent(
 
     g = StateGraph(AgentState)
     nodes: dict[str, Any] = {
-        "router": router_node(router, env),
-        "planner": planner_node(flows, registry, llm, env),
+        "router": router_node(router, env, frozenset(flows)),
+        "planner": planner_node(
+            flows,
+            registry,
+            llm,
+            env,
+            policy=EscalationPolicy(threshold=settings.extractor_threshold, escalate_far=False),
+        ),
         "consequence": consequence_node(
             modeler, definition, env, _remember(registry, _sync_store(executor))
         ),

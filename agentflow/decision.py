@@ -74,8 +74,12 @@ class Decision(BaseModel, Generic[T]):
     were (:meth:`~agentflow.models.head.EncoderHead.is_far`): confidence says little."""
     rationale: str | None = None
     """Why, in words, when the decider gives one (LLM verdicts, rules, failures)."""
+    evidence: str | None = None
+    """What kind of evidence an extracted field rests on, the unit its confidence is
+    calibrated per (:class:`~agentflow.extraction.FieldCalibration`)."""
     scores: dict[str, float] = Field(default_factory=dict)
-    """Probabilities of the other candidate values, when the decider has them."""
+    """Probabilities of the other candidate values, when the decider has them; for a
+    schema extraction, each field's own probability, by field name."""
     input: Any = None
     """The input that produced the decision (text or JSON), for the ledger and retraining."""
 

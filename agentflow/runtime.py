@@ -71,7 +71,11 @@ class RunResult(BaseModel):
     resumable: bool = False
     """True when the run stopped mid-graph (an error, e.g. the store was down): ``retry`` continues it."""
     needs_input: list[str] = Field(default_factory=list)
-    """Fields the answer asked the user for; the next message on the thread supplies them."""
+    """Fields the answer asked the user for, or to confirm (``needs_confirmation``); the
+    next message on the thread supplies or confirms them."""
+    needs_confirmation: bool = False
+    """The answer asks the user to confirm fields nobody was confident about: a yes runs
+    the request with them, anything else is read as a correction."""
     internal_error: str | None = Field(default=None, exclude=True)
     """The error that stopped the run, in full (for the operator: the CLI prints it; it is
     never serialised, so the HTTP API cannot send it)."""
@@ -200,6 +204,7 @@ class AgentRuntime:
         unfinished = bool(snapshot.next or snapshot.tasks)
         if not pending and unfinished:
             status = "failed"  # stopped mid-graph by an error: resumable with `resume`
+        awaiting = values.get("awaiting") or {}
         return RunResult(
             thread_id=thread_id,
             route=values.get("route"),
@@ -212,7 +217,8 @@ class AgentRuntime:
             observations=values.get("observations", []),
             latency_ms=latency_ms,
             resumable=unfinished and not pending,
-            needs_input=list((values.get("awaiting") or {}).get("missing", [])),
+            needs_input=list(awaiting.get("missing") or awaiting.get("confirm") or []),
+            needs_confirmation=bool(awaiting.get("confirm")),
         )
 
     @staticmethod

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     """Loop-evaluator decisions below this go to the LLM."""
     consequence_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
     """Consequence-modeler decisions below this go to the LLM."""
+    extractor_threshold: float = Field(default=0.8, ge=0.0, le=1.0)
+    """Extracted fields below this go to the LLM, else the user is asked to confirm them."""
 
     # --- large model --------------------------------------------------------------
     llm_base_url: str | None = None

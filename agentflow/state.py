@@ -74,8 +74,15 @@ class AgentState(TypedDict, total=False):
     """What this turn works on: the latest user message, after the earlier request when the
     agent's last answer asked for missing details (see ``awaiting``)."""
     awaiting: dict[str, Any] | None
-    """What the agent's last answer asked the user for (the ``request`` it could not finish
-    and the ``missing`` fields); the next message on the thread completes that request."""
+    """What the agent's last answer asked the user for: the ``request`` it could not finish
+    and the ``missing`` fields, which the next message completes, or the fields to
+    ``confirm`` (with the ``route`` and the ``fields`` found), which a yes confirms."""
+    confirmed: dict[str, Any] | None
+    """Fields the user has just confirmed (a yes to the agent's question); the planner
+    plans with them instead of extracting again."""
+    deferred: list[str] | None
+    """Further requests of the user's message that this turn does not handle, in order;
+    a reply of yes takes the next one up."""
     extracted: dict[str, Any] | None
     """Fields extracted from the request for the route's flow."""
     context: list[dict[str, Any]]

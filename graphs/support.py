@@ -29,13 +29,31 @@ from langgraph.graph import StateGraph
 from agentflow.builder import AgentParts, agent
 from agentflow.settings import Settings
 from agentflow.state import AgentState, Plan, PlanStep
-from graphs.support_extract import extract_address, extract_cancel, extract_order, extract_refund
+from graphs.support_extract import (
+    CALIBRATION,
+    LABELLED,
+    calibration_key,
+    extract_address,
+    extract_cancel,
+    extract_order,
+    extract_refund,
+    extractors,
+)
 from graphs.support_store import Refusal, store
 from nodes.planner import Flow, MissingFields
 from nodes.router import Route
 from tools.contract import ToolContext, ToolRegistry, tool
 
-__all__ = ["build", "routes", "store", "support_tools"]
+__all__ = [
+    "CALIBRATION",
+    "LABELLED",
+    "build",
+    "calibration_key",
+    "extractors",
+    "routes",
+    "store",
+    "support_tools",
+]
 
 
 def _jsonl(name: str) -> list[dict[str, Any]]:
@@ -87,6 +105,27 @@ def _ask_address(missing: list[str], fields: dict[str, Any]) -> str:
         f"Order {order['order_id']} is set to ship to {order['address']}. What is the complete "
         "new address, with street, city and postcode? I will update it as soon as you reply."
     )
+
+
+def _confirm(_unsure: list[str], fields: dict[str, Any]) -> str:
+    """What the agent is about to do, in plain words, for the customer to confirm."""
+    if "effective" in fields:
+        sub = store().subscription(fields.get("email") or "")
+        plan = fields.get("plan") or (sub or {}).get("plan") or "subscription"
+        when = (
+            "now, effective today"
+            if fields["effective"] == "now"
+            else f"at the end of the billing period, on {(sub or {}).get('renews', 'its renewal date')}"
+        )
+        return f"Cancel your {plan} plan {when}? Reply yes, or tell me what to change."
+    order = f"order {fields.get('order_id')}"
+    if "address" in fields:
+        doing = f"ship {order} to {fields.get('address')}"
+    elif "amount_cents" in fields:
+        doing = f"refund ${(fields.get('amount_cents') or 0) / 100:.2f} for {order}"
+    else:
+        doing = f"look up {order}"
+    return f"Shall I {doing}? Reply yes, or tell me what to change."
 
 
 def _say_refused(state: AgentState) -> str | None:
@@ -162,6 +201,7 @@ _FLOWS = {
         extract=extract_order,
         respond=_say_order,
         explain_failure=_say_refused,
+        confirm=_confirm,
     ),
     "change_address": Flow(
         plan=_plan("update_shipping_address", "change the shipping address", "order_id", "address"),
@@ -169,18 +209,21 @@ _FLOWS = {
         respond=_say_address,
         ask=_ask_address,
         explain_failure=_say_refused,
+        confirm=_confirm,
     ),
     "cancel_subscription": Flow(
         plan=_plan("cancel_subscription", "cancel the subscription", "email", "plan", "effective"),
         extract=extract_cancel,
         respond=_say_cancel,
         explain_failure=_say_refused,
+        confirm=_confirm,
     ),
     "refund": Flow(
         plan=_plan("issue_refund", "refund the customer", "order_id", "amount_cents"),
         extract=extract_refund,
         respond=_say_refund,
         explain_failure=_say_refused,
+        confirm=_confirm,
     ),
 }
 

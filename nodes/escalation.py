@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from agentflow.state import AgentState
 from nodes._answer import ESCALATION_EXAMPLES, facts_prompt, present
 from nodes._common import NodeEnv, ai, ask_llm, request_text
+from nodes._requests import with_left_over
 
 __all__ = ["SYSTEM", "escalation_node"]
 
@@ -32,6 +33,9 @@ def escalation_node(
     """A node handing the conversation to the LLM."""
 
     def escalate(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        return with_left_over(state, hand_over(state, config))
+
+    def hand_over(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         request = request_text(state)
         if llm is None:
             text = "I could not complete this automatically; a human colleague will follow up."

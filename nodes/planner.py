@@ -4,7 +4,11 @@ Two strategies. A route with a :class:`Flow` plans without the LLM: an extractor
 the fields the flow needs (rules or the generative SLM's schema extraction), and the
 flow's template turns them into steps. When the request lacks a field the template needs
 (:class:`MissingFields`), a flow that knows how to ask puts the question to the user and
-the thread waits for the answer; otherwise the run escalates. Every other plan, and every
+the thread waits for the answer; otherwise the run escalates. An extracted field is a
+decision like the others: below the threshold (see :func:`unsure_fields`) the LLM is
+asked for it, and if it cannot settle it the flow asks the user to confirm in plain
+words (:attr:`Flow.confirm`), so a write never runs on a field nobody was confident
+about. Every other plan, and every
 replan, comes from the LLM as JSON, validated against the registered tools' input
 schemas; an invalid plan is retried once with the validation error, then the run escalates.
 """
@@ -21,13 +25,21 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 from pydantic import ValidationError
 
-from agentflow.decision import Decision
+from agentflow.decision import Decision, EscalationPolicy
 from agentflow.errors import AgentflowError, DataError
 from agentflow.state import AgentState, Plan
 from nodes._common import NodeEnv, ask_llm, request_text
 from tools.contract import ToolRegistry
 
-__all__ = ["Extractor", "Flow", "MissingFields", "PlanError", "parse_plan", "planner_node"]
+__all__ = [
+    "Extractor",
+    "Flow",
+    "MissingFields",
+    "PlanError",
+    "parse_plan",
+    "planner_node",
+    "unsure_fields",
+]
 
 
 class PlanError(AgentflowError):
@@ -72,6 +84,10 @@ class Flow:
     explain_failure: Callable[[AgentState], str | None] | None = None
     """Templated answer when a step of the flow failed, e.g. a business rule said no; it
     returns None for failures it does not recognise, which the LLM then words."""
+    confirm: Callable[[list[str], dict[str, Any]], str] | None = None
+    """(unsure fields, fields found) -> a plain-words question asking the user to confirm
+    them. Used when an extracted field's confidence is below the threshold and the LLM
+    cannot settle it (None: such a request escalates; a write never runs on it)."""
 
 
 def parse_plan(text: str, tools: ToolRegistry, goal: str) -> Plan:
@@ -96,6 +112,41 @@ def parse_plan(text: str, tools: ToolRegistry, goal: str) -> Plan:
     return plan.model_copy(update={"steps": steps})
 
 
+_FIELDS_PROMPT = (
+    "A small model extracted fields from a customer request but is unsure of some. For each "
+    "unsure field give the value the request states, or null when it does not say. Answer "
+    'with JSON only, e.g. {"field": "value"}.'
+)
+
+
+def unsure_fields(
+    decisions: list[Decision[Any]], extracted: dict[str, Any], policy: EscalationPolicy
+) -> list[str]:
+    """Extracted fields (with a value) whose latest one-field decision ``policy`` does not
+    trust; decisions about several fields at once are the model's raw reading, not final."""
+    latest: dict[str, Decision[Any]] = {}
+    for d in decisions:
+        if isinstance(d.value, dict) and len(d.value) == 1:
+            latest[next(iter(d.value))] = d
+    return [
+        name
+        for name, d in latest.items()
+        if extracted.get(name) is not None and not policy.trusts(d)
+    ]
+
+
+def _confirmed(fields: dict[str, Any], text: str) -> Decision[Any]:
+    return Decision[Any](
+        role="extractor",
+        value=fields,
+        confidence=1.0,
+        source="rule",
+        latency_ms=0.0,
+        rationale="the user confirmed these fields",
+        input=text,
+    )
+
+
 def _plan_prompt(tools: ToolRegistry) -> str:
     return (
         "You plan tool calls for a support agent. Tools (JSON Schema inputs):\n"
@@ -112,8 +163,15 @@ def planner_node(
     env: NodeEnv,
     *,
     attempts: int = 2,
+    policy: EscalationPolicy | None = None,
 ) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
-    """A node that plans (or replans) the current request."""
+    """A node that plans (or replans) the current request.
+
+    ``policy`` says when an extracted field is trusted (default: calibrated confidence of
+    0.8 or more). An unsure field is asked of the LLM, else confirmed with the user
+    (:attr:`Flow.confirm`), else the request escalates: no plan is built on it.
+    """
+    trust = policy or EscalationPolicy(escalate_far=False)
 
     def plan(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         text = request_text(state)
@@ -123,11 +181,26 @@ def planner_node(
         if flow is not None and not replanning:
             decisions: list[Decision[Any]] = []
             extracted: dict[str, Any] = {}
-            if flow.extract is not None:
+            spent: dict[str, int] = {}
+            if state.get("confirmed"):
+                extracted = dict(state["confirmed"] or {})
+                decisions = [_confirmed(extracted, text)]
+            elif flow.extract is not None:
                 extracted, decisions = flow.extract(text, state.get("customer", {}))
+                unsure = unsure_fields(decisions, extracted, trust)
+                if unsure:
+                    settled, spent = _settle(unsure, text, extracted, config)
+                    decisions += settled
+                    for d in settled:
+                        extracted.update(d.value)
+                    unsure = [f for f in unsure if not any(f in d.value for d in settled)]
+                    if unsure:
+                        asked = _confirm(route, flow, unsure, text, extracted, decisions, config)
+                        return {**asked, **spent}
             try:
                 new_plan = flow.plan(text, state.get("customer", {}), extracted)
                 return {
+                    **spent,
                     "plan": new_plan.model_dump(mode="json"),
                     "cursor": 0,
                     "extracted": extracted,
@@ -138,6 +211,7 @@ def planner_node(
                 if flow.ask is None:
                     return _escalate(route, exc, extracted, decisions, config)
                 return {
+                    **spent,
                     "extracted": extracted,
                     "decisions": env.record(config, "planner", decisions),
                     "loop_verdict": "ask",
@@ -147,6 +221,66 @@ def planner_node(
             except AgentflowError as exc:
                 return _escalate(route, exc, extracted, decisions, config)
         return _llm_plan(state, text, config, replanning)
+
+    def _settle(
+        unsure: list[str], text: str, extracted: dict[str, Any], config: RunnableConfig
+    ) -> tuple[list[Decision[Any]], dict[str, int]]:
+        """The LLM's value for each unsure field it names (none without an LLM), and the
+        LLM calls and tokens that took."""
+        if llm is None:
+            return [], {}
+        answer = ask_llm(
+            llm,
+            _FIELDS_PROMPT,
+            f"Request: {text}\nFields found: {json.dumps(extracted, default=str)}\n"
+            f"Unsure: {', '.join(unsure)}",
+            purpose="extract",
+            env=env,
+            config=config,
+            node="planner",
+        )
+        match = re.search(r"\{.*\}", answer.text, re.DOTALL)
+        try:
+            values = json.loads(match.group(0)) if match else {}
+        except json.JSONDecodeError:
+            values = {}
+        if not isinstance(values, dict):
+            values = {}
+        settled = [
+            Decision[Any](
+                role="extractor",
+                value={name: values[name]},
+                confidence=1.0,
+                source="llm",
+                latency_ms=answer.latency_ms,
+                escalated=True,
+                rationale="the small extractor was unsure",
+                input=text,
+            )
+            for name in unsure
+            if values.get(name) is not None
+        ]
+        return settled, {"llm_calls": 1, "llm_tokens": answer.tokens}
+
+    def _confirm(
+        route: str,
+        flow: Flow,
+        unsure: list[str],
+        text: str,
+        extracted: dict[str, Any],
+        decisions: list[Decision[Any]],
+        config: RunnableConfig,
+    ) -> dict[str, Any]:
+        if flow.confirm is None:
+            exc = AgentflowError(f"nobody was confident about {', '.join(unsure)}")
+            return _escalate(route, exc, extracted, decisions, config)
+        return {
+            "extracted": extracted,
+            "decisions": env.record(config, "planner", decisions),
+            "loop_verdict": "ask",
+            "outcome": flow.confirm(unsure, extracted),
+            "awaiting": {"request": text, "confirm": unsure, "route": route, "fields": extracted},
+        }
 
     def _escalate(
         route: str,

@@ -17,6 +17,7 @@ from langchain_core.runnables import RunnableConfig
 from agentflow.state import AgentState
 from nodes._answer import RESPOND_EXAMPLES, facts_prompt, present
 from nodes._common import NodeEnv, ai, ask_llm, request_text
+from nodes._requests import with_left_over
 from nodes.context import DocumentIndex
 from nodes.planner import Flow
 
@@ -38,6 +39,9 @@ def respond_node(
     """A node writing the final answer (templated or by the LLM) and closing the run."""
 
     def respond(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
+        return with_left_over(state, answer(state, config))
+
+    def answer(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         route = state.get("route") or ""
         flow = flows.get(route)
         done = {"status": "done"} if state.get("status") != "failed" else {}
@@ -71,7 +75,7 @@ def respond_node(
             results=(state.get("observations") or [])[-3:],
             notes=[note] if (note := state.get("outcome")) else [],
         )
-        answer = ask_llm(
+        reply = ask_llm(
             llm,
             SYSTEM,
             prompt,
@@ -81,7 +85,7 @@ def respond_node(
             node="respond",
             examples=RESPOND_EXAMPLES,
         )
-        text = present(answer, request, documents)
+        text = present(reply, request, documents)
         # A failed run keeps its reason as the outcome; the LLM's wording goes to the user.
         outcome = {} if state.get("status") == "failed" else {"outcome": text}
         return {
@@ -89,7 +93,7 @@ def respond_node(
             "messages": [ai(text)],
             **outcome,
             "llm_calls": 1,
-            "llm_tokens": answer.tokens,
+            "llm_tokens": reply.tokens,
             **done,
         }
 

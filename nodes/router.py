@@ -23,6 +23,7 @@ from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.state import AgentState
 from nodes._common import NodeEnv, last_user_text, llm_choice
+from nodes._requests import is_yes, separate
 
 __all__ = ["LLM_ROUTE", "MAX_ROUTED_CHARS", "Route", "Router", "router_node"]
 
@@ -157,27 +158,57 @@ def _unroutable(text: str) -> str | None:
 
 
 def router_node(
-    router: Router, env: NodeEnv
+    router: Router, env: NodeEnv, actionable: frozenset[str] = frozenset()
 ) -> Callable[[AgentState, RunnableConfig], dict[str, Any]]:
     """A LangGraph node that routes the latest user message.
 
-    It also opens the turn: when the agent's last answer asked for missing details, the
+    It also opens the turn. When the agent's last answer asked for missing details, the
     new message is read after the request it completes, so "2 Orchard Row, Ithaca" is
-    routed and extracted together with "change the address of #63820". What earlier
-    turns left behind (verdict, outcome) is cleared.
+    routed and extracted together with "change the address of #63820"; when it asked
+    the user to confirm fields, a plain yes keeps the request, its route and its fields.
+    A message asking for two things the agent would do (routes in ``actionable``) is cut
+    in two (:func:`nodes._requests.separate`): this turn handles the first, the rest
+    waits in ``deferred`` until the user says to go on. What earlier turns left behind
+    (verdict, outcome) is cleared.
     """
+
+    def confident(piece: str) -> str | None:
+        small = router._slm(piece) if _unroutable(piece) is None else None
+        decision = small() if small is not None else None
+        return decision.value if decision is not None and router.policy.trusts(decision) else None
 
     def route(state: AgentState, config: RunnableConfig) -> dict[str, Any]:
         usage: list[int] = []
         text = last_user_text(state)
-        awaiting = state.get("awaiting")
+        awaiting = state.get("awaiting") or {}
+        deferred = list(state.get("deferred") or [])
+        turn: dict[str, Any] = {"awaiting": None, "confirmed": None}
+        if awaiting.get("confirm") and is_yes(text):
+            return {
+                **turn,
+                "route": awaiting["route"],
+                "request": awaiting["request"],
+                "confirmed": awaiting["fields"],
+                "loop_verdict": None,
+                "outcome": None,
+                "status": "running",
+            }
         if awaiting:
             text = f"{awaiting['request']}\n{text}"
+        elif deferred and is_yes(text):
+            text, deferred = deferred[0], deferred[1:]
+        else:
+            deferred = []
+            # A message the small model may not route (blank, too long) is not cut up either.
+            cut = actionable and _unroutable(text) is None
+            requests = separate(text, confident, set(actionable)) if cut else [text]
+            text, deferred = requests[0], requests[1:]
         resolution = router.decide(text, env, config, usage)
         return {
+            **turn,
             "route": resolution.final.value,
             "request": text,
-            "awaiting": None,
+            "deferred": deferred,
             "loop_verdict": None,
             "outcome": None,
             "decisions": env.record(config, "router", resolution.trail),

@@ -42,8 +42,9 @@ def _print_result(res: Any, json_out: bool) -> None:
     if res.internal_error:
         console.print(f"[red]error[/] {escape(res.internal_error)}")
     if res.needs_input:
+        asked = "to confirm" if res.needs_confirmation else "for"
         console.print(
-            f"[yellow]asked the user for[/] {', '.join(res.needs_input)}: reply with "
+            f"[yellow]asked the user {asked}[/] {', '.join(res.needs_input)}: reply with "
             f'`agentflow run "..." --thread {res.thread_id}`'
         )
     typer.echo(res.status)

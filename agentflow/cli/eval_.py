@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from agentflow.cli._output import console, emit_json, emit_table, fail, progress
-from agentflow.errors import AgentflowError
+from agentflow.errors import AgentflowError, DataError
 from agentflow.evaluation import evaluate_router
 from agentflow.examples import load_examples, stratified_split
 from agentflow.models.encoder import load_encoder
@@ -119,3 +119,51 @@ def loop(
         "loop_evaluator", examples, groups, load_encoder(Settings()), extra=extra, splits=splits
     )
     emit_json(report) if json_out else emit_table("loop evaluator (held-out goals)", report)
+
+
+@app.command("extract")
+def extract(
+    graph: str = typer.Option("graphs/support.py", "--graph", help="Graph module."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Labelled extractions (default: the module's LABELLED)."
+    ),
+    folds: int = typer.Option(5, "--folds", min=2, help="Cross-fitting folds."),
+    threshold: float = typer.Option(
+        0.8, "--threshold", help="Confidence needed to act on a field without asking."
+    ),
+    write: bool = typer.Option(
+        False,
+        "--write-calibration",
+        help="Fit the calibration on every row and write it where the module reads it.",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Per-field accuracy, calibration (ECE) and coverage of a graph's extractors on
+    labelled extractions; the module provides ``extractors()``, ``LABELLED``,
+    ``CALIBRATION`` and ``calibration_key()``."""
+    from agentflow.extraction import FieldCalibration
+    from agentflow.extraction_eval import evaluate_extraction, extraction_outcomes, load_labelled
+    from agentflow.runtime import load_graph_module
+
+    try:
+        module = load_graph_module(graph)
+        for needed in ("extractors", "LABELLED", "CALIBRATION", "calibration_key"):
+            if not hasattr(module, needed):
+                raise DataError(
+                    f"{graph} has no {needed}",
+                    hint="a graph module measured by `eval extract` defines extractors(), "
+                    "LABELLED, CALIBRATION and calibration_key()",
+                )
+        extractors = module.extractors(Settings())
+        rows = load_labelled(data or module.LABELLED, list(extractors))
+        outcomes = extraction_outcomes(rows, extractors)
+        report = evaluate_extraction(outcomes, folds=folds, threshold=threshold)
+        if write:
+            fitted = FieldCalibration.fit(
+                ((f, e, r) for _i, f, e, r in outcomes), key=module.calibration_key()
+            )
+            fitted.save(Path(module.CALIBRATION))
+            report["calibration_written"] = str(module.CALIBRATION)
+    except AgentflowError as exc:
+        fail(exc)
+    emit_json(report) if json_out else emit_table("extraction (cross-fitted)", report)

@@ -189,7 +189,9 @@ class GgufModel(Chooser):
         """A validated ``schema`` instance read from ``text``; bad output: ModelOutputError.
 
         Confidence is the product of the choice fields' probabilities times the geometric
-        mean of the free fields' constrained token probabilities. Never calibrated.
+        mean of the free fields' constrained token probabilities; ``scores`` holds each
+        field's own probability (by JSON key). Never calibrated: an extractor calibrates
+        per field (:class:`agentflow.extraction.FieldCalibration`).
         """
         start = time.perf_counter()
         plan = plan_schema(schema)
@@ -199,8 +201,9 @@ class GgufModel(Chooser):
             if plan is None:
                 raw = self._extract_by_grammar(head, doc, schema)
                 confidence, note = 0.0, "generic JSON-schema grammar: no confidence estimate"
+                per_field: dict[str, float] = {}
             else:
-                raw, confidence = self._extract_by_skeleton(head, doc, plan)
+                raw, confidence, per_field = self._extract_by_skeleton(head, doc, plan)
                 note = None
         try:
             instance = schema.model_validate_json(raw)
@@ -218,12 +221,13 @@ class GgufModel(Chooser):
             latency_ms=(time.perf_counter() - start) * 1000,
             calibrated=False,
             rationale=note,
+            scores={k: round(p, 4) for k, p in per_field.items()},
             input=text,
         )
 
     def _extract_by_skeleton(
         self, head: list[int], doc: str, plan: list[SkeletonField]
-    ) -> tuple[str, float]:
+    ) -> tuple[str, float, dict[str, float]]:
         return write_skeleton(head, doc, plan, descend=self._descend, free=self._free_value)
 
     def _free_value(

@@ -172,15 +172,17 @@ def write_skeleton(
     *,
     descend: Descend,
     free: Callable[[list[int], str, SkeletonField], tuple[str, list[float]]],
-) -> tuple[str, float]:
-    """The JSON object for ``plan`` after ``doc``, and its confidence.
+) -> tuple[str, float, dict[str, float]]:
+    """The JSON object for ``plan`` after ``doc``, its confidence and each field's.
 
     Choice fields go through ``descend``, free fields through ``free`` (see
-    :func:`free_value`); confidence is the product of the choice probabilities times the
-    geometric mean of the free values' token probabilities.
+    :func:`free_value`). A choice field's probability is that of its option; a free
+    field's is the geometric mean of its token probabilities. The object's confidence is
+    the product of the choice probabilities times the geometric mean of all free tokens.
     """
     parts: list[str] = []
     choice_p, free_logp = 1.0, []
+    per_field: dict[str, float] = {}
     doc += "{"
     for n, field in enumerate(plan):
         key = json.dumps(field.key, ensure_ascii=False)
@@ -188,13 +190,15 @@ def write_skeleton(
         if field.kind == "choice":
             index, probs = descend(head, doc, field.options)
             value, choice_p = field.options[index], choice_p * probs[index]
+            per_field[field.key] = float(probs[index])
         else:
             value, logps = free(head, doc, field)
             free_logp.extend(logps)
+            per_field[field.key] = math.exp(sum(logps) / len(logps)) if logps else 1.0
         doc += value
         parts.append(f"{key}: {value}")
     free_p = math.exp(sum(free_logp) / len(free_logp)) if free_logp else 1.0
-    return "{" + ", ".join(parts) + "}", choice_p * free_p
+    return "{" + ", ".join(parts) + "}", choice_p * free_p, per_field
 
 
 def free_value(

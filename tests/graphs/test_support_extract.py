@@ -75,4 +75,36 @@ def test_no_order_id_falls_back_to_the_customers_latest_order() -> None:
     fields, decisions = support_extract.extract_address("can I still change the address?", {})
     latest = support.store().latest_order("alex@example.com")
     assert latest is not None and fields == {"order_id": latest["order_id"], "address": None}
-    assert "latest order" in (decisions[0].rationale or "")
+    assert decisions[0].evidence == "default:latest-order"
+
+
+def test_the_shipped_calibration_was_measured_with_these_rules_and_data() -> None:
+    from agentflow import FieldCalibration
+
+    measured = FieldCalibration.load(support_extract.CALIBRATION)
+    assert measured.matches(support_extract.calibration_key()), (
+        "graphs/support_extract.py or its labelled data changed since the calibration was "
+        "measured: run `agentflow eval extract --write-calibration`"
+    )
+    assert support_extract.calibration().counts == measured.counts
+
+
+def test_two_requests_do_not_run_into_the_address() -> None:
+    text = "Change the address of order 62157 to 1 Drop Street, London E1 1AA and refund $30 for order 58812"
+    assert support_extract.find_address(text) == "1 Drop Street, London E1 1AA"
+    fields, _ = support_extract.extract_address(text, {})
+    assert fields["order_id"] == "62157"
+
+
+@pytest.mark.parametrize(
+    "text,when",
+    [
+        ("I want to cancel my subscription at the end of this month", "end_of_period"),
+        ("please don't renew my Pro plan", "end_of_period"),
+        ("Cancel my subscription now. Not at the end of the month, NOW.", "now"),
+        ("cancel it right away please", "now"),
+        ("please cancel my subscription", None),
+    ],
+)
+def test_when_to_cancel_in_the_customers_words(text: str, when: str | None) -> None:
+    assert support_extract._when_phrase(text) == when
