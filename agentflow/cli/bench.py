@@ -10,7 +10,7 @@ from agentflow.cli._output import emit_json, emit_table, fail, progress
 from agentflow.errors import AgentflowError
 from agentflow.settings import Settings
 
-app = typer.Typer(help="Benchmarks: decisions, idempotency, workload.", no_args_is_help=True)
+app = typer.Typer(help="Benchmarks: decisions, idempotency, workload, loop.", no_args_is_help=True)
 
 
 @app.command("decisions")
@@ -73,3 +73,24 @@ def workload(
     except AgentflowError as exc:
         fail(exc)
     emit_json(report) if json_out else emit_table("workload", report)
+
+
+@app.command("loop")
+def loop(
+    file: Path | None = typer.Option(
+        None,
+        "--trajectories",
+        help="Recorded runs, one JSON object per line (default: the shipped ones).",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Replay recorded multi-step runs through the loop evaluator and consequence modeler:
+    LLM calls per 10 steps, premature and missed done, escalations."""
+    from agentflow.benchmarks.loop import run
+
+    try:
+        with progress(not json_out) as update:
+            report = run(file, progress=update)
+    except AgentflowError as exc:
+        fail(exc)
+    emit_json(report) if json_out else emit_table("loop control", report)
