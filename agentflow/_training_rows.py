@@ -2,7 +2,8 @@
 
 Split out of :mod:`agentflow.retrain` (which re-exports the public names). A row is what
 the head reads, its text and, for a head with side-features (the loop evaluator), those
-features, so that one text seen at different points of a plan stays two rows.
+features, so that one text seen at different points of a plan stays two rows; and a
+head fitted or scored on such rows, features included.
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from agentflow.acceptance import HeadScore, score_head
 from agentflow.examples import Example
 from agentflow.inputs import input_extra, input_text
+from agentflow.models.encoder import Encoder
+from agentflow.models.head import EncoderHead
 from checkpoints.rows import LabeledInput
 
-__all__ = ["TrainingRow", "TrainingSource", "input_key", "training_rows"]
+__all__ = [
+    "TrainingRow",
+    "TrainingSource",
+    "fit_rows",
+    "input_key",
+    "score_rows",
+    "training_rows",
+]
 
 TrainingSource = Literal["example", "llm", "human"]
 """Where a training row came from, weakest first."""
@@ -101,3 +112,37 @@ def training_rows(
             )
         )
     return list(rows.values()), dropped
+
+
+def _extra(rows: Sequence[TrainingRow]) -> NDArray[np.float64] | None:
+    """The rows' side-features as an (n, k) array, None for a text-only head's rows."""
+    if not rows or rows[0].extra is None:
+        return None
+    return np.array([r.extra for r in rows], dtype=np.float64)
+
+
+def fit_rows(
+    rows: Sequence[TrainingRow],
+    encoder: Encoder,
+    role: str,
+    x_all: NDArray[np.float32],
+    index: dict[str, int],
+) -> EncoderHead:
+    """A head for ``role`` fitted on ``rows`` (their embeddings: ``x_all`` rows by text)."""
+    examples = [Example(text=r.text, label=r.label) for r in rows]
+    embeddings = x_all[[index[r.text] for r in rows]]
+    return EncoderHead.train(examples, encoder, role, embeddings=embeddings, extra=_extra(rows))
+
+
+def score_rows(
+    head: EncoderHead,
+    rows: Sequence[TrainingRow],
+    x_all: NDArray[np.float32],
+    index: dict[str, int],
+    threshold: float,
+) -> HeadScore:
+    """``head`` scored on held-out ``rows`` under the role's escalation ``threshold``."""
+    x = x_all[[index[r.text] for r in rows]]
+    texts = [r.text for r in rows]
+    gold = [r.label for r in rows]
+    return score_head(head, x, gold, threshold, texts, _extra(rows))

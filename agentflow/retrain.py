@@ -32,8 +32,15 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
-from agentflow._training_rows import TrainingRow, TrainingSource, input_key, training_rows
-from agentflow.acceptance import AcceptancePolicy, HeadScore, score_head
+from agentflow._training_rows import (
+    TrainingRow,
+    TrainingSource,
+    fit_rows,
+    input_key,
+    score_rows,
+    training_rows,
+)
+from agentflow.acceptance import AcceptancePolicy, HeadScore
 from agentflow.errors import ArtifactError, ConfigurationError, DataError
 from agentflow.examples import Example, stratified_split
 from agentflow.heads import consequence_examples, head_for, loop_examples
@@ -267,38 +274,6 @@ def _seen_keys(
     return seen | {k for k in keys if k is not None}
 
 
-def _extra(rows: Sequence[TrainingRow]) -> NDArray[np.float64] | None:
-    """The rows' side-features as an (n, k) array, None for a text-only head's rows."""
-    if not rows or rows[0].extra is None:
-        return None
-    return np.array([r.extra for r in rows], dtype=np.float64)
-
-
-def _fit(
-    rows: Sequence[TrainingRow],
-    encoder: Encoder,
-    role: str,
-    x_all: NDArray[np.float32],
-    index: dict[str, int],
-) -> EncoderHead:
-    examples = [Example(text=r.text, label=r.label) for r in rows]
-    embeddings = x_all[[index[r.text] for r in rows]]
-    return EncoderHead.train(examples, encoder, role, embeddings=embeddings, extra=_extra(rows))
-
-
-def _score(
-    head: EncoderHead,
-    rows: Sequence[TrainingRow],
-    x_all: NDArray[np.float32],
-    index: dict[str, int],
-    threshold: float,
-) -> HeadScore:
-    x = x_all[[index[r.text] for r in rows]]
-    texts = [r.text for r in rows]
-    gold = [r.label for r in rows]
-    return score_head(head, x, gold, threshold, texts, _extra(rows))
-
-
 def train(
     role: str,
     settings: Settings,
@@ -350,13 +325,13 @@ def train(
         x_all = encoder.encode(texts)
         index = {t: i for i, t in enumerate(texts)}
         note("train", 0, 2)
-        candidate = _fit(fit, encoder, role, x_all, index)
+        candidate = fit_rows(fit, encoder, role, x_all, index)
         threshold = threshold_for(role, settings)
-        new_score = _score(candidate, held, x_all, index, threshold)
-        old_score = _score(old, held, x_all, index, threshold) if old is not None else None
+        new_score = score_rows(candidate, held, x_all, index, threshold)
+        old_score = score_rows(old, held, x_all, index, threshold) if old is not None else None
         accepted, reason = policy.accepts(old_score, new_score)
         note("train", 1, 2)
-        head = _fit(rows, encoder, role, x_all, index) if accepted else candidate
+        head = fit_rows(rows, encoder, role, x_all, index) if accepted else candidate
         path = (Path(settings.data_dir) / "heads" / f"{role}-{time.time_ns()}.json").resolve()
         result = TrainResult(
             role=role,

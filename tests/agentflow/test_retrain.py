@@ -427,6 +427,9 @@ def test_loop_rows_keep_their_features_and_old_text_only_rows_are_dropped(
     assert len(rows) == len(inputs) + 2
 
 
+# Two fits of a ~400-example head with char n-grams (candidate and refit): minutes each on
+# a loaded 2-core machine, past the suite's default limit.
+@pytest.mark.timeout(1800)
 def test_a_retrained_loop_head_is_the_one_the_next_agent_uses_and_records_features(
     tmp_path: Path, encoder: Encoder, heads_cache: Path
 ) -> None:
