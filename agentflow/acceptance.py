@@ -76,15 +76,16 @@ def score_head(
     gold: Sequence[str],
     threshold: float,
     texts: Sequence[str],
+    extra: NDArray[np.float64] | None = None,
 ) -> HeadScore:
-    """Score ``head`` on rows (their ``texts`` and embeddings), trusting it exactly as
-    ``EscalationPolicy`` would."""
+    """Score ``head`` on rows (their ``texts``, embeddings and, for a head that reads
+    them, side-features ``extra``), trusting it exactly as ``EscalationPolicy`` would."""
     if len(gold) == 0:
         return HeadScore(
             n=0, accuracy=0, coverage=0, handled_correctly=0, confident_errors=0, ece=0
         )
     policy = EscalationPolicy(threshold=threshold)
-    probs = head.probabilities(embeddings, texts=texts)
+    probs = head.probabilities(embeddings, extra, texts=texts)
     conf = probs.max(axis=1)
     correct = np.array(head.labels)[probs.argmax(axis=1)] == np.array(gold)
     trusted = conf >= policy.threshold

@@ -25,7 +25,7 @@ from agentflow.consequence import ConsequenceClass
 from agentflow.decision import EscalationPolicy
 from agentflow.errors import ToolError
 from agentflow.examples import Example
-from agentflow.heads import consequence_examples, head_for, loop_examples
+from agentflow.heads import consequence_examples, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
 from agentflow.recording import NullRecorder, Recorder
 from agentflow.settings import Settings
@@ -149,7 +149,16 @@ def agent(
     )
     loop_rows, loop_extra = loop_examples()
     loop = LoopEvaluator(
-        head=head_for("loop_evaluator", loop_rows, encoder, settings, loop_extra) if use else None,
+        head=head_in_use(
+            "loop_evaluator",
+            loop_rows,
+            {ex.label for ex in loop_rows},
+            encoder,
+            settings,
+            extra=loop_extra,
+        )
+        if use
+        else None,
         encoder=encoder,
         llm=llm,
         guards=guards,

@@ -1,12 +1,15 @@
 """Retrain a role's encoder head from its own traffic, and keep it only if it is not worse.
 
 The training set is the role's examples (a graph's route examples for the router, the
-shipped file for the consequence modeler) plus every labelled decision in the ledger:
+shipped files for the consequence modeler and the loop evaluator) plus every labelled
+decision in the ledger:
 human labels, and LLM verdicts on escalated decisions (distillation). :func:`distill`
 turns each verdict into a ``source="llm"`` label on the small-model decision it
 overrode, so the training data is in the ledger for audit and a reviewer's label on
-the same decision wins. For one text, a human label beats an LLM verdict, which beats
-an example.
+the same decision wins. For one input, a human label beats an LLM verdict, which beats
+an example. The loop evaluator's head also reads progress features; its decisions record
+them with the text (:mod:`agentflow.inputs`), and older decisions that recorded the text
+alone are dropped from its training.
 
 :func:`train` holds out a stratified slice of the rows the current head never trained on
 (a head scored on its own training rows looks perfect), trains a candidate on the rest
@@ -19,30 +22,38 @@ kept one.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
 
+import numpy as np
+from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
-from agentflow.acceptance import AcceptancePolicy, HeadScore, score_head
+from agentflow._training_rows import (
+    TrainingRow,
+    TrainingSource,
+    fit_rows,
+    input_key,
+    score_rows,
+    training_rows,
+)
+from agentflow.acceptance import AcceptancePolicy, HeadScore
 from agentflow.errors import ArtifactError, ConfigurationError, DataError
 from agentflow.examples import Example, stratified_split
-from agentflow.heads import consequence_examples, head_for
+from agentflow.heads import consequence_examples, head_for, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
 from agentflow.models.head import EncoderHead
 from agentflow.settings import Settings
 from checkpoints.ledger import Ledger
-from checkpoints.rows import LabeledInput
 from checkpoints.savers import parse_database_url
 
 __all__ = [
     "TrainResult",
     "TrainingRow",
+    "TrainingSource",
     "active_head",
     "current_head",
     "distill",
@@ -55,22 +66,11 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-TrainingSource = Literal["example", "llm", "human"]
-"""Where a training row came from, weakest first."""
-
-_PRIORITY: dict[TrainingSource, int] = {"example": 0, "llm": 1, "human": 2}
-_THRESHOLDS = {"router": "router_threshold", "consequence_modeler": "consequence_threshold"}
-
-
-class TrainingRow(NamedTuple):
-    """One text with its label and where the label came from."""
-
-    text: str
-    """What the head reads."""
-    label: str
-    """What it should decide."""
-    source: TrainingSource
-    """example, llm (a distilled verdict) or human (a reviewer's label)."""
+_THRESHOLDS = {
+    "router": "router_threshold",
+    "consequence_modeler": "consequence_threshold",
+    "loop_evaluator": "loop_threshold",
+}
 
 
 class TrainResult(BaseModel):
@@ -103,7 +103,8 @@ class TrainResult(BaseModel):
     distilled: int = 0
     """LLM verdicts turned into labels by this run."""
     dropped: int = 0
-    """Labelled rows left out (a value the role cannot take)."""
+    """Labelled rows left out: a value the role cannot take, or (loop evaluator) a
+    decision recorded before its side-features were."""
     labels: list[str] = Field(default_factory=list)
     """Classes of the new head."""
     threshold: float = 0.8
@@ -120,6 +121,14 @@ def threshold_for(role: str, settings: Settings) -> float:
 
 def role_examples(role: str, graph: str | None = None) -> tuple[list[Example], frozenset[str]]:
     """A role's examples and the values it may take (a router's come from ``graph``)."""
+    examples, allowed, _ = role_data(role, graph)
+    return examples, allowed
+
+
+def role_data(
+    role: str, graph: str | None = None
+) -> tuple[list[Example], frozenset[str], NDArray[np.float64] | None]:
+    """:func:`role_examples` and the examples' side-features (None for a text-only head)."""
     if role == "router":
         if not graph:
             raise ConfigurationError(
@@ -138,18 +147,16 @@ def role_examples(role: str, graph: str | None = None) -> tuple[list[Example], f
         except OSError as exc:  # a route file of the graph is missing or unreadable
             raise DataError(f"cannot read the routes of {graph}: {exc}") from exc
         examples = [Example(text=t, label=r.name) for r in routes for t in r.examples]
-        return examples, frozenset(r.name for r in routes)
+        return examples, frozenset(r.name for r in routes), None
     if role == "consequence_modeler":
         examples = consequence_examples()
-        return examples, frozenset(ex.label for ex in examples)
-    why = (
-        "its head also reads step counts, which decisions do not record"
-        if role == "loop_evaluator"
-        else "it has no text-only encoder head"
-    )
+        return examples, frozenset(ex.label for ex in examples), None
+    if role == "loop_evaluator":
+        examples, extra = loop_examples()
+        return examples, frozenset(ex.label for ex in examples), extra
     raise ConfigurationError(
-        f"the {role} cannot be retrained from the ledger: {why}",
-        hint="retrain the router or the consequence_modeler",
+        f"the {role} cannot be retrained from the ledger: it has no encoder head",
+        hint="retrain the router, the consequence_modeler or the loop_evaluator",
     )
 
 
@@ -168,33 +175,6 @@ def distill(ledger: Ledger, role: str) -> int:
         ledger.add_label(episode.id, verdict.value, verdict.model_name or "llm", source="llm")
         added += 1
     return added
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-
-
-def training_rows(
-    examples: Sequence[Example], labelled: Sequence[LabeledInput], allowed: Collection[str]
-) -> tuple[list[TrainingRow], int]:
-    """Merge examples and ledger labels, one row per text; returns the rows and how many
-    labels were dropped for naming a value the role cannot take."""
-    rows: dict[str, TrainingRow] = {}
-    dropped = 0
-
-    def put(row: TrainingRow) -> None:
-        held = rows.get(row.text)
-        if held is None or _PRIORITY[row.source] >= _PRIORITY[held.source]:
-            rows[row.text] = row
-
-    for ex in examples:
-        put(TrainingRow(ex.text, ex.label, "example"))
-    for item in labelled:
-        if not isinstance(item.value, str) or item.value not in allowed or item.input is None:
-            dropped += 1
-            continue
-        put(TrainingRow(_text(item.input), item.value, item.source))
-    return list(rows.values()), dropped
 
 
 def _artifact(path: str, settings: Settings) -> Path:
@@ -256,8 +236,8 @@ def current_head(
     ledger: Ledger | None = None,
 ) -> EncoderHead:
     """The head the builder would use: the last kept retrained one, else the examples' head."""
-    examples, allowed = role_examples(role, graph)
-    return head_in_use(role, examples, allowed, encoder, settings, ledger)
+    examples, allowed, extra = role_data(role, graph)
+    return head_in_use(role, examples, allowed, encoder, settings, ledger, extra=extra)
 
 
 def head_in_use(
@@ -267,27 +247,31 @@ def head_in_use(
     encoder: Encoder,
     settings: Settings,
     ledger: Ledger | None = None,
+    *,
+    extra: NDArray[np.float64] | None = None,
 ) -> EncoderHead:
     """The last head `agentflow train` kept for ``role`` when it decides only ``labels``,
-    else the head trained on ``examples``: the one path by which every role's head is
-    found, so that what is trained is what runs."""
+    else the head trained on ``examples`` (with their side-features ``extra``): the one
+    path by which every role's head is found, so that what is trained is what runs."""
     head = active_head(role, settings, encoder, labels=labels, ledger=ledger)
-    return head or head_for(role, examples, encoder, settings)
+    return head or head_for(role, examples, encoder, settings, extra)
 
 
-def _seen_texts(
-    ledger: Ledger, role: str, old: EncoderHead, examples: Sequence[Example]
+def _seen_keys(
+    ledger: Ledger, role: str, old: EncoderHead, examples: Sequence[TrainingRow]
 ) -> set[str]:
-    """Texts the current head was trained on: the examples, plus, for a retrained head,
-    every labelled input up to the label watermark it recorded."""
-    seen = {ex.text for ex in examples}
+    """Inputs (:attr:`TrainingRow.key`) the current head was trained on: the examples,
+    plus, for a retrained head, every labelled input up to the label watermark it recorded."""
+    seen = {ex.key for ex in examples}
     kept = [v for v in ledger.head_versions(role) if v.accepted]
     if not kept or kept[-1].sha256 != old.sha256:
         return seen  # the examples' head: it saw no ledger label
     mark = int((kept[-1].metrics or {}).get("label_watermark") or 0)
     ids = {lbl.decision_id for lbl in ledger.labels(role=role) if lbl.id <= mark}
-    rows = ledger.decisions_by_id(ids).values()
-    return seen | {_text(r.input) for r in rows if r.input is not None}
+    with_extra = old.n_extra > 0
+    rows = [r for r in ledger.decisions_by_id(ids).values() if r.input is not None]
+    keys = (input_key(r.input, with_extra) for r in rows)
+    return seen | {k for k in keys if k is not None}
 
 
 def train(
@@ -307,7 +291,7 @@ def train(
     to learn from and :class:`~agentflow.errors.DataError` says so.
     """
     note = progress or (lambda _stage, _done, _total: None)
-    examples, allowed = role_examples(role, graph)
+    examples, allowed, example_extra = role_data(role, graph)
     own = ledger is None
     ledger = ledger or Ledger.from_settings(settings)
     try:
@@ -315,45 +299,39 @@ def train(
         distilled = distill(ledger, role)  # first: a ledger that is not set up fails fast
         encoder = encoder or load_encoder(settings)
         watermark = max((lbl.id for lbl in ledger.labels(role=role)), default=0)
-        rows, dropped = training_rows(examples, ledger.labels_for(role), allowed)
+        rows, dropped = training_rows(examples, ledger.labels_for(role), allowed, example_extra)
+        if dropped:
+            _log.info("%d labelled %s decisions left out of training", dropped, role)
         try:
             old: EncoderHead | None = current_head(role, settings, encoder, graph, ledger)
         except ArtifactError as exc:  # e.g. trained on another encoder: nothing to compare with
             _log.warning("not comparing with the current %s head: %s", role, exc)
             old = None
-        seen = _seen_texts(ledger, role, old, examples) if old is not None else set()
-        new = [Example(text=r.text, label=r.label) for r in rows if r.text not in seen]
+        shipped = [r for r in rows if r.source == "example"]
+        seen = _seen_keys(ledger, role, old, shipped) if old is not None else set()
+        by_key = {r.key: r for r in rows}
+        # Split on keys: one text with other side-features is another input.
+        new = [Example(text=r.key, label=r.label) for r in rows if r.key not in seen]
         if not new:
             raise DataError(
                 f"no labelled {role} decision the current head has not trained on",
                 hint="label decisions with `agentflow review`, or let escalations accumulate",
             )
-        new_fit, held = stratified_split(new, policy.test_size, policy.seed)
-        fit = [Example(text=r.text, label=r.label) for r in rows if r.text in seen] + new_fit
-        texts = [r.text for r in rows]
+        new_fit, new_held = stratified_split(new, policy.test_size, policy.seed)
+        fit = [r for r in rows if r.key in seen] + [by_key[e.text] for e in new_fit]
+        held = [by_key[e.text] for e in new_held]
+        texts = sorted({r.text for r in rows})
         note("encode", 0, len(texts))
         x_all = encoder.encode(texts)
         index = {t: i for i, t in enumerate(texts)}
-        x_held = x_all[[index[e.text] for e in held]]
-        gold = [e.label for e in held]
-        held_texts = [e.text for e in held]
         note("train", 0, 2)
-        candidate = EncoderHead.train(
-            fit, encoder, role, embeddings=x_all[[index[e.text] for e in fit]]
-        )
+        candidate = fit_rows(fit, encoder, role, x_all, index)
         threshold = threshold_for(role, settings)
-        new_score = score_head(candidate, x_held, gold, threshold, held_texts)
-        old_score = (
-            score_head(old, x_held, gold, threshold, held_texts) if old is not None else None
-        )
+        new_score = score_rows(candidate, held, x_all, index, threshold)
+        old_score = score_rows(old, held, x_all, index, threshold) if old is not None else None
         accepted, reason = policy.accepts(old_score, new_score)
         note("train", 1, 2)
-        everything = [Example(text=r.text, label=r.label) for r in rows]
-        head = (
-            EncoderHead.train(everything, encoder, role, embeddings=x_all)
-            if accepted
-            else candidate
-        )
+        head = fit_rows(rows, encoder, role, x_all, index) if accepted else candidate
         path = (Path(settings.data_dir) / "heads" / f"{role}-{time.time_ns()}.json").resolve()
         result = TrainResult(
             role=role,

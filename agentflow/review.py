@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agentflow.errors import DataError
+from agentflow.inputs import input_extra, input_text
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from checkpoints.ledger import Ledger
@@ -140,7 +141,12 @@ class ReviewReport(BaseModel):
 
 def excerpt(value: Any, width: int = 80) -> str:
     """One line of at most ``width`` characters showing ``value``."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    # A head's recorded input shows its text (the loop evaluator's features are not read).
+    text = (
+        input_text(value)
+        if isinstance(value, str) or input_extra(value) is not None
+        else json.dumps(value, default=str, ensure_ascii=False)
+    )
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -251,10 +257,6 @@ def label_interactively(
     return labelled
 
 
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
-
-
 def drift(
     episodes: Sequence[Episode], head: EncoderHead, encoder: Encoder, bucket: Bucket = "day"
 ) -> list[DriftBucket]:
@@ -262,7 +264,7 @@ def drift(
     usable = [ep for ep in episodes if ep.first.input is not None]
     if not usable:
         return []
-    embeddings = encoder.encode([_text(ep.first.input) for ep in usable])
+    embeddings = encoder.encode([input_text(ep.first.input) for ep in usable])
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for ep, emb in zip(usable, embeddings, strict=True):
         key = ep.first.created_at.strftime(_BUCKET_FORMAT[bucket])

@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.decision import Decision, EscalationPolicy, resolve
+from agentflow.inputs import head_input
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.state import AgentState, Plan
@@ -160,10 +161,17 @@ class LoopEvaluator:
             len(plan.steps),
             echo_share(format_call(step.tool, step.args), observation),
         )
-        slm = None
+        slm: Callable[[], Decision[str]] | None = None
         if self.head is not None and self.encoder is not None:
             head, encoder = self.head, self.encoder
-            slm = lambda: head.decide(text, encoder, extra=extra)  # noqa: E731
+
+            def decide() -> Decision[str]:
+                # The ledger keeps the features with the text: retraining this head from
+                # labelled decisions needs both (agentflow.inputs).
+                found = head.decide(text, encoder, extra=extra)
+                return found.model_copy(update={"input": head_input(text, extra)})
+
+            slm = decide
         context = (
             f"goal: {plan.goal}\nstep: {format_call(step.tool, step.args)}\n"
             f"observation: {text}\nplanned steps left: {len(plan.steps) - last['step'] - 1}"

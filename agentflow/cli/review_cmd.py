@@ -16,6 +16,7 @@ from rich.table import Table
 
 from agentflow.cli._output import console, emit_json, emit_table, fail, progress
 from agentflow.errors import AgentflowError, DataError
+from agentflow.inputs import input_extra, input_text
 from agentflow.settings import Settings
 
 __all__ = ["report", "review", "train"]
@@ -65,9 +66,13 @@ def _ask(episode: Any) -> str | None:
         f"\n[bold]#{episode.id}[/] {first.role}  {first.created_at:%Y-%m-%d %H:%M}  "
         f"source={first.source}  confidence={first.confidence:.2f}"
     )
-    shown = first.input if isinstance(first.input, str) else json.dumps(first.input)
+    features = input_extra(first.input)
+    shown = input_text(first.input) if features is not None else first.input
+    shown = shown if isinstance(shown, str) else json.dumps(shown)
     # Inputs and values are data: "[...]" in them is not rich markup.
     console.print(f"  input:   {escape(shown)}")
+    if features is not None:  # the loop evaluator's progress, read beside the text
+        console.print(f"  features: {', '.join(f'{v:g}' for v in features)}")
     console.print(f"  decided: [bold]{escape(json.dumps(first.value, default=str))}[/]")
     if final.id != first.id:
         console.print(

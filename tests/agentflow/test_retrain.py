@@ -24,12 +24,14 @@ from agentflow.cli import app
 from agentflow.decision import Decision, EscalationPolicy
 from agentflow.errors import ArtifactError, ConfigurationError, DataError
 from agentflow.examples import Example
-from agentflow.heads import head_for
+from agentflow.heads import head_for, loop_examples
+from agentflow.inputs import head_input
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.recording import RunContext
 from agentflow.retrain import (
     active_head,
+    current_head,
     distill,
     role_examples,
     train,
@@ -39,6 +41,7 @@ from agentflow.settings import Settings
 from checkpoints.ledger import Ledger
 from nodes._common import NodeEnv
 from nodes.consequence_modeler import describe_call
+from nodes.loop_evaluator import describe_step, echo_share, format_call, loop_features
 from nodes.router import Route, Router, router_node
 from tests.fixtures.heads import data_dir_with_heads
 from tools.contract import ToolRegistry
@@ -305,8 +308,8 @@ def test_no_database_means_no_active_head_and_no_file(tmp_path: Path, encoder: E
 def test_roles_without_a_text_head_are_refused_and_unknown_values_dropped(
     world: dict[str, Any],
 ) -> None:
-    with pytest.raises(ConfigurationError, match="loop_evaluator"):
-        role_examples("loop_evaluator")
+    with pytest.raises(ConfigurationError, match="planner"):
+        role_examples("planner")
     with pytest.raises(ConfigurationError, match="--graph"):
         role_examples("router")
     ledger = Ledger(f"sqlite:///{world['tmp']}/other.db")
@@ -375,3 +378,109 @@ def test_a_retrained_consequence_head_is_the_one_the_agent_and_the_cli_use(
     )
     assert parts.consequence.head is not None
     assert parts.consequence.head.sha256 == report["sha256"]
+
+
+# Steps with tools the shipped loop examples never had (kiln and greenhouse tools), each
+# labelled by what its observation and its place in the plan say. The same observation
+# early and last in a plan is two inputs: only the features tell them apart.
+def _loop_traffic() -> list[tuple[str, list[float], str]]:
+    rows = []
+    for n, thing in enumerate(["greenhouse_vent", "kiln_batch", "seed_tray", "glaze_order",
+                               "pottery_wheel", "compost_bin", "irrigation_line", "drying_rack"]):  # fmt: skip
+        ident = f"{thing[:3].upper()}-{n}"
+        call = format_call(f"set_{thing}", {"id": ident})
+        ok = json.dumps({"id": ident, "state": "updated", "unit": thing})
+        for done, planned, observation, label in [
+            (1, 3, ok, "continue"),
+            (3, 3, ok, "done"),
+            (2, 3, f"error: {thing} {ident} is jammed", "replan"),
+        ]:
+            features = loop_features(done, planned, echo_share(call, observation))
+            rows.append((describe_step(observation), features, label))
+    return rows
+
+
+def test_loop_rows_keep_their_features_and_old_text_only_rows_are_dropped(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path}/rows.db")
+    ledger.setup()
+    ctx = RunContext(thread_id="x", run_id="r")
+    traffic = _loop_traffic()[:2]  # one observation, early and last in its plan
+    for text, features, label in traffic:
+        found = Decision[str](role="loop_evaluator", value="escalate", confidence=0.5,
+                              source="slm:encoder", latency_ms=1.0, input=head_input(text, features))  # fmt: skip
+        ledger.add_label(ledger.record_decision(ctx, found), label, "dana")
+    old = Decision[str](role="loop_evaluator", value="escalate", confidence=0.5,
+                        source="slm:encoder", latency_ms=1.0, input=traffic[0][0])  # fmt: skip
+    ledger.add_label(ledger.record_decision(ctx, old), "continue", "dana")
+    examples, extra = loop_examples()
+    rows, dropped = training_rows(
+        examples, ledger.labels_for("loop_evaluator"), {"continue", "done"}, extra
+    )
+    ledger.close()
+    assert dropped == 1  # the text-only row: its features were never recorded
+    human = [r for r in rows if r.source == "human"]
+    assert [(r.text, list(r.extra or ()), r.label) for r in human] == traffic
+    # One row per input (text and features); the two labelled ones are new.
+    inputs = {(ex.text, tuple(x)) for ex, x in zip(examples, extra.tolist(), strict=True)}
+    assert len(rows) == len(inputs) + 2
+
+
+# Two fits of a ~400-example head with char n-grams (candidate and refit): minutes each on
+# a loaded 2-core machine, past the suite's default limit.
+@pytest.mark.timeout(1800)
+def test_a_retrained_loop_head_is_the_one_the_next_agent_uses_and_records_features(
+    tmp_path: Path, encoder: Encoder, heads_cache: Path
+) -> None:
+    data_dir = data_dir_with_heads(tmp_path / "af", heads_cache)
+    settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{tmp_path}/l.db")
+    ledger = Ledger(settings.resolved_database_url)
+    ledger.setup()
+    ctx = RunContext(thread_id="l", run_id="r")
+    traffic = _loop_traffic()
+    for text, features, label in traffic:
+        found = Decision[str](role="loop_evaluator", value="escalate", confidence=0.5,
+                              source="slm:encoder", latency_ms=1.0, input=head_input(text, features))  # fmt: skip
+        ledger.add_label(ledger.record_decision(ctx, found), label, "dana")
+    old = Decision[str](role="loop_evaluator", value="escalate", confidence=0.5, source="slm:encoder",
+                        latency_ms=1.0, input="error: recorded before the features were")  # fmt: skip
+    ledger.add_label(ledger.record_decision(ctx, old), "replan", "dana")
+    shipped = current_head("loop_evaluator", settings, encoder, ledger=ledger)
+    result = train(
+        "loop_evaluator",
+        settings,
+        encoder=encoder,
+        ledger=ledger,
+        policy=AcceptancePolicy(tolerance=1.0),
+    )
+    ledger.close()
+    assert result.accepted, result
+    assert result.dropped == 1 and result.sources["human"] == len(traffic)
+    assert result.old_sha256 == shipped.sha256 != result.sha256
+    assert result.threshold == settings.loop_threshold
+    assert current_head("loop_evaluator", settings, encoder).sha256 == result.sha256
+    _, parts = agent(
+        _routes()[:2],
+        [],
+        llm=FakeListChatModel(responses=["escalate"]),
+        settings=settings,
+        encoder=encoder,
+        executor=GuardedExecutor(ToolRegistry([]), None),
+    )
+    assert parts.loop.head is not None
+    assert parts.loop.head.sha256 == result.sha256
+    # What the agent's evaluator records is what training reads: the text and features.
+    state: Any = {
+        "plan": {"goal": "vent the greenhouse",
+                 "steps": [{"tool": "set_greenhouse_vent", "args": {"id": "GRE-0"}}] * 2},
+        "observations": [{"step": 0, "status": "ok", "output": {"id": "GRE-0", "state": "updated"}}],
+    }  # fmt: skip
+    decisions, _ = parts.loop.evaluate(state, NodeEnv(graph="t"), None, [])
+    first = decisions[0]
+    assert first.source == "slm:encoder"
+    assert first.input == head_input(
+        describe_step(json.dumps({"id": "GRE-0", "state": "updated"})),
+        loop_features(1, 2, 1.0),
+    )
+    assert first.model is not None and first.model.sha256 == result.sha256
