@@ -20,7 +20,7 @@ from agentflow.models.encoder import Encoder
 from agentflow.models.head import ARTIFACT_FORMAT, CHAR_FEATURES, EncoderHead
 from agentflow.settings import Settings
 
-__all__ = ["consequence_examples", "head_for", "loop_examples"]
+__all__ = ["consequence_examples", "consequence_rows", "head_for", "loop_examples"]
 
 
 def _data(name: str) -> list[dict[str, object]]:
@@ -49,13 +49,18 @@ def loop_examples() -> tuple[list[Example], NDArray[np.float64]]:
     return examples, extra
 
 
+def consequence_rows() -> list[dict[str, object]]:
+    """The shipped labelled tool calls as stored (id, domain, tool, args, label, ...)."""
+    return _data("consequence_tools.jsonl")
+
+
 def consequence_examples() -> list[Example]:
     """The shipped labelled tool calls, as the text the consequence modeler reads."""
     from nodes.consequence_modeler import describe_call
 
     return [
         Example(text=describe_call(r["tool"], r.get("args") or {}), label=str(r["label"]))  # type: ignore[arg-type]
-        for r in _data("consequence_tools.jsonl")
+        for r in consequence_rows()
     ]
 
 

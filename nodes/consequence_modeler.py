@@ -5,6 +5,8 @@ reference agent's own tools) judges a call from its name, description, input sch
 arguments. ``unknown`` or low confidence asks the LLM; if the LLM fails, the call is
 ``unknown`` and needs a human. Whatever any model says, the tool's declared annotations
 are a floor: :func:`agentflow.consequence.apply_floor` can raise the class, never lower it.
+A call that moves money or cancels a booking has a floor of ``irreversible`` on top
+(:mod:`agentflow.money`), whatever it is called and whatever it declares.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agentflow.consequence import (
 from agentflow.decision import Decision, EscalationPolicy, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
+from agentflow.money import money_floor, money_signals
 from agentflow.state import AgentState, Plan
 from nodes._common import NodeEnv, llm_choice
 from nodes.approval import approval_record, needs_approval, request_for
@@ -50,7 +53,9 @@ def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
 
     Declared hints are part of the input (they lift held-out accuracy on unseen tools from
     70% to 75%), and they are also enforced separately as a floor, so the model reading
-    them can only make its proposal consistent with them, never weaken the floor.
+    them can only make its proposal consistent with them, never weaken the floor. The
+    money signals of the arguments (an amount, a currency, a payment method, a booking)
+    are spelled out too: as raw JSON they are a few characters among many.
     """
     schema = definition.get("inputSchema") or {}
     params = ", ".join(
@@ -65,6 +70,9 @@ def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
     )
     if hints:
         text += " hints: " + ", ".join(f"{k}={v}" for k, v in sorted(hints.items()))
+    signals = money_signals(definition, args).tags()
+    if signals:
+        text += " signals: " + ", ".join(signals)
     return text
 
 
@@ -82,6 +90,8 @@ class Assessment:
     """Every decision taken, including the floor rule when it changed the class."""
     llm_called: bool
     """Whether the LLM was asked."""
+    money: tuple[str, ...] = ()
+    """Why the money rule holds the call at ``irreversible`` (empty: it does not)."""
 
     def to_state(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         """JSON for ``AgentState.assessment`` and the approval payload."""
@@ -139,38 +149,62 @@ class ConsequenceModeler:
             if definition.get("annotations")
             else None
         )
+        signals = money_signals(definition, args)
+        money = signals.reasons
+        # Money is a floor above every declared one; like a declared floor it only raises.
+        strict = money_floor(signals) or floor
+        why = "money floor" if money else "declared floor"
         slm: Callable[[], Decision[str]] | None = None
         if self.head is not None and self.encoder is not None:
             head, encoder = self.head, self.encoder
-            if floor is not None:
-                held = self._floor_holds(head, encoder, text, floor)
+            if strict is not None:
+                held = self._floor_holds(head, encoder, text, strict, why)
                 if held is not None:
-                    return Assessment(floor, floor, floor, held, False)
+                    if money:
+                        held += (self._rule(text, strict, floor, strict, money, False),)
+                    return Assessment(strict, floor, strict, held, False, money)
             slm = lambda: head.decide(text, encoder)  # noqa: E731
-        # Declared irreversible is already the strictest class that executes: no model answer
-        # can change what happens next, so the LLM is not asked for it.
-        llm = None if floor == "irreversible" else self._verdict(text, env, config, usage)
+        # Irreversible is already the strictest class that executes: no model answer can
+        # change what happens next, so the LLM is not asked for it.
+        llm = None if strict == "irreversible" else self._verdict(text, env, config, usage)
         resolution = resolve("consequence_modeler", slm, llm, "unknown", self.policy)
         decisions: list[Decision[Any]] = list(resolution.trail)
         proposed: ConsequenceClass = resolution.final.value  # type: ignore[assignment]
-        final_cls = apply_floor(floor, proposed)
-        if final_cls != proposed or resolution.final.source == "rule":
+        final_cls = apply_floor(strict, proposed)
+        if final_cls != proposed or resolution.final.source == "rule" or money:
             decisions.append(
-                Decision[str](
-                    role="consequence_modeler",
-                    value=final_cls,
-                    confidence=1.0,
-                    source="rule",
-                    latency_ms=0.0,
-                    escalated=resolution.llm_called,
-                    input=text,
-                    rationale=f"declared floor {floor}, model proposed {proposed}",
-                )
+                self._rule(text, final_cls, floor, proposed, money, resolution.llm_called)
             )
-        return Assessment(final_cls, floor, proposed, tuple(decisions), resolution.llm_called)
+        return Assessment(
+            final_cls, floor, proposed, tuple(decisions), resolution.llm_called, money
+        )
+
+    @staticmethod
+    def _rule(
+        text: str,
+        cls: ConsequenceClass,
+        floor: ConsequenceClass | None,
+        proposed: ConsequenceClass,
+        money: tuple[str, ...],
+        escalated: bool,
+    ) -> Decision[str]:
+        """The floor rules' own decision: what they made of the proposal, and why."""
+        rationale = f"declared floor {floor}, model proposed {proposed}"
+        if money:
+            rationale = f"moves money ({'; '.join(money)}): at least irreversible; " + rationale
+        return Decision[str](
+            role="consequence_modeler",
+            value=cls,
+            confidence=1.0,
+            source="rule",
+            latency_ms=0.0,
+            escalated=escalated,
+            input=text,
+            rationale=rationale,
+        )
 
     def _floor_holds(
-        self, head: EncoderHead, encoder: Encoder, text: str, floor: ConsequenceClass
+        self, head: EncoderHead, encoder: Encoder, text: str, floor: ConsequenceClass, why: str
     ) -> tuple[Decision[Any], ...] | None:
         """For a declared tool the question is only whether to raise it above its floor.
 
@@ -187,7 +221,7 @@ class ConsequenceModeler:
             update={
                 "value": floor,
                 "confidence": min(1.0, round(p_within, 4)),
-                "rationale": f"P(no more severe than declared floor {floor}) = {p_within:.3f}; "
+                "rationale": f"P(no more severe than {why} {floor}) = {p_within:.3f}; "
                 f"model's top class {full.value}",
             }
         )

@@ -38,6 +38,17 @@ def emit_table(title: str, rows: Mapping[str, Any]) -> None:
     Console(soft_wrap=True).print(table)
 
 
+def emit_rows(title: str, rows: Mapping[str, Mapping[str, Any]]) -> None:
+    """A table on stdout with one row per key and one column per field of its value."""
+    columns = list(dict.fromkeys(k for row in rows.values() for k in row))
+    table = Table(title=title)
+    for column in ["", *columns]:
+        table.add_column(column)
+    for name, row in rows.items():
+        table.add_row(name, *(str(row.get(c, "")) for c in columns))
+    Console(soft_wrap=True).print(table)
+
+
 def fail(exc: AgentflowError | str, code: int = 1) -> NoReturn:
     """Print an error (with its fix) and exit non-zero."""
     console.print(f"[bold red]error:[/] {escape(str(exc))}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from agentflow.cli._output import console, emit_json, emit_table, fail, progress
+from agentflow.cli._output import console, emit_json, emit_rows, emit_table, fail, progress
 from agentflow.errors import AgentflowError, DataError
 from agentflow.evaluation import evaluate_router
 from agentflow.examples import load_examples, stratified_split
@@ -77,27 +77,38 @@ def router(
 
 @app.command("consequence")
 def consequence(
-    splits: int = typer.Option(5, "--splits", min=1, help="Random splits to average."),
+    splits: int = typer.Option(5, "--splits", min=1, help="Random splits (or domain folds)."),
+    held_out: str = typer.Option(
+        "tool",
+        "--held-out",
+        help="What training never sees: 'tool' (20% of tool names per split) or 'domain' "
+        "(domains dealt into --splits folds, each held out once; figures per domain).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Consequence modeler on the shipped tool set: 20% of tools held out (never seen in
-    training), averaged over several splits."""
-    import json as _json
-    from importlib.resources import files
+    """Consequence modeler on the shipped tool set, on tools or domains held out of
+    training: the head's accuracy, coverage and ECE, and what the agent finally does
+    without an LLM (money_moving_stopped, reads_safe), averaged over several splits."""
+    from agentflow.heads import consequence_rows
+    from nodes.consequence_eval import evaluate_consequence
 
-    from agentflow.evaluation import evaluate_grouped
-    from agentflow.heads import consequence_examples
-
-    rows = files("nodes").joinpath("data", "consequence_tools.jsonl").read_text().splitlines()
-    groups = [_json.loads(r)["tool"]["name"] for r in rows if r.strip()]
-    report = evaluate_grouped(
-        "consequence_modeler",
-        consequence_examples(),
-        groups,
-        load_encoder(Settings()),
-        splits=splits,
-    )
-    emit_json(report) if json_out else emit_table("consequence modeler (held-out tools)", report)
+    if held_out not in ("tool", "domain"):
+        fail(f"--held-out must be 'tool' or 'domain', not {held_out!r}")
+    try:
+        report = evaluate_consequence(
+            consequence_rows(),
+            load_encoder(Settings()),
+            held_out=held_out,  # type: ignore[arg-type]
+            splits=splits,
+        )
+    except AgentflowError as exc:
+        fail(exc)
+    if json_out:
+        emit_json(report)
+        return
+    by_domain = report.pop("by_domain")
+    emit_table(f"consequence modeler (held-out {held_out}s)", report)
+    emit_rows("per domain (final class: head + floors, no LLM)", by_domain)
 
 
 @app.command("loop")

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agentflow.cli import app
+from agentflow.heads import consequence_rows
 
 BANKING = Path(__file__).resolve().parents[1] / "data" / "banking77_five_intents.csv"
 
@@ -115,3 +116,41 @@ def test_eval_on_held_out_groups_averages_splits(role: str, floor: float) -> Non
     # Well above chance (five or four classes) on groups it never saw.
     assert report["accuracy"] >= floor
     assert report["accuracy_on_covered"] >= report["accuracy"] and 0 < report["coverage"] < 1
+
+
+def test_eval_consequence_holds_whole_domains_out_and_counts_what_the_agent_would_do() -> None:
+    result = CliRunner().invoke(
+        app, ["eval", "consequence", "--held-out", "domain", "--splits", "2", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    rows = consequence_rows()
+    assert report["held_out"] == "domain" and report["splits"] == 2
+    by_domain = report["by_domain"]
+    # Folds: every domain is held out exactly once, so every row is assessed once.
+    assert set(by_domain) == {r["domain"] for r in rows}
+    assert report["n_assessed"] == len(rows)
+    assert sum(d["n_assessed"] for d in by_domain.values()) == len(rows)
+    assert report["n_money"] == sum(bool(r.get("money")) for r in rows)
+    assert report["n_reads"] == sum(r["label"] == "safe" for r in rows)
+    shares = ("head_accuracy", "money_moving_stopped", "money_stopped_by_rule", "reads_safe")
+    for figures in [report, *by_domain.values()]:
+        assert all(figures[k] is None or 0 <= figures[k] <= 1 for k in shares), figures
+        if figures["n_money"]:
+            # what the rule holds at irreversible is stopped whatever the head says
+            assert figures["money_stopped_by_rule"] <= figures["money_moving_stopped"]
+    # the per-domain figures are the overall ones split up
+    stopped = sum(
+        d["money_moving_stopped"] * d["n_money"] for d in by_domain.values() if d["n_money"]
+    )
+    assert stopped / report["n_money"] == pytest.approx(report["money_moving_stopped"], abs=1e-3)
+    safe = sum(d["reads_safe"] * d["n_reads"] for d in by_domain.values() if d["n_reads"])
+    assert safe / report["n_reads"] == pytest.approx(report["reads_safe"], abs=1e-3)
+    # pooled over both folds, the head's accuracy lies between the two folds' own
+    folds = report["accuracy_by_split"]
+    assert min(folds) - 1e-4 <= report["head_accuracy"] <= max(folds) + 1e-4
+
+
+def test_eval_consequence_refuses_an_unknown_held_out_kind() -> None:
+    result = CliRunner().invoke(app, ["eval", "consequence", "--held-out", "intent", "--json"])
+    assert result.exit_code == 1 and "--held-out must be" in result.output

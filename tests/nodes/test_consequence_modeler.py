@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-from agentflow.consequence import severity
+from agentflow.consequence import ToolAnnotations, floor_from_annotations, severity
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
@@ -115,3 +115,89 @@ def test_unknown_escalates_and_a_failed_llm_leaves_it_unknown(encoder: Encoder) 
     )
     assert result.llm_called
     assert result.cls == "unknown"  # the safe default: a human decides
+
+
+# ------------------------------------------------------------------ money is never routine
+
+# Calls written for this test (none is in the training set): a charge with an innocuous
+# name, a description that leaves the money out, a cancellation with nothing but an id.
+_MONEY = [
+    (
+        "finalize",
+        "Completes the selected offer.",
+        {"booking_id": "bk_20Q7", "payment_method_id": "pm_card_4242", "amount": 1288.6},
+    ),
+    (
+        "update_reservation",
+        "Updates the cabin and the flights of an existing reservation.",
+        {"reservation_id": "res_8KQ2LZ", "cabin": "business", "payment_method": "credit_card_55"},
+    ),
+    ("cancel_booking", "Cancels the booking.", {"booking_id": "bk_5512"}),
+    ("give_credit", "Adds to the customer's account.", {"customer": "c_7", "amount": 40}),
+]
+
+
+def _money_definition(name: str, desc: str, args: dict, annotations: dict | None) -> dict:
+    props = {
+        k: {"type": "number" if isinstance(v, float | int) else "string"} for k, v in args.items()
+    }
+    definition = {
+        "name": name,
+        "description": desc,
+        "inputSchema": {"type": "object", "properties": props},
+    }
+    return {**definition, "annotations": annotations} if annotations else definition
+
+
+@pytest.mark.parametrize("llm_says", ADVERSARIAL_LLM)
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        None,
+        # A charge declared read-only: the declaration is a floor, never a ceiling, so it
+        # cannot lower what the arguments show; raising above a floor is always allowed.
+        {"readOnlyHint": True},
+        {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": True},
+        {"readOnlyHint": False, "idempotentHint": False},
+    ],
+    ids=["undeclared", "read_only", "idempotent", "retry_unsafe"],
+)
+@pytest.mark.parametrize("call", _MONEY, ids=[c[0] for c in _MONEY])
+def test_money_moving_calls_are_never_routine(
+    poisoned_head, encoder, llm_says, annotations, call
+) -> None:
+    name, desc, args = call
+    modeler = ConsequenceModeler(
+        head=poisoned_head,
+        encoder=encoder,
+        llm=FakeListChatModel(responses=[llm_says]),
+        threshold=0.8,
+    )
+    result = modeler.assess(_money_definition(name, desc, args, annotations), args)
+    assert result.cls == "irreversible"
+    assert result.money
+    rule = result.decisions[-1]
+    assert (rule.source, rule.value) == ("rule", "irreversible")
+    assert rule.rationale is not None and "moves money" in rule.rationale
+    # irreversible is the strictest class that runs: no LLM answer could change it
+    assert not result.llm_called
+    # the declared floor is reported as declared, not as what money made of it
+    declared = ToolAnnotations.model_validate(annotations) if annotations else None
+    assert result.floor == floor_from_annotations(declared)
+
+
+def test_reads_that_mention_money_are_left_to_the_head(poisoned_head, encoder) -> None:
+    # The poisoned head calls everything safe: a read the rule left alone stays safe, so
+    # nothing but the head decided it.
+    modeler = ConsequenceModeler(head=poisoned_head, encoder=encoder, llm=None, threshold=0.5)
+    for name, args in [
+        ("get_refund_status", {"refund_id": "re_1"}),
+        ("list_charges", {"customer": "c_1", "limit": 20}),
+        ("search_flights", {"origin": "LIS", "destination": "BOS", "max_price": 650}),
+        ("quote_fare_change", {"pnr": "Q7XK2M", "payment_method_id": "pm_1"}),
+    ]:
+        result = modeler.assess(
+            _money_definition(name, "Reads fares and refunds.", args, None), args
+        )
+        assert result.money == (), name
+        assert all(d.source != "rule" for d in result.decisions), name

@@ -25,6 +25,7 @@ from agentflow.consequence import (
     apply_floor,
     floor_from_annotations,
 )
+from agentflow.money import money_signals
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES_DATA = ROOT / "nodes" / "data"
@@ -135,7 +136,8 @@ def _docs() -> tuple[dict[str, Any], ...]:
 
 def test_consequence_rows_are_well_formed_tool_calls() -> None:
     for row in _consequence():
-        assert set(row) == {"id", "domain", "tool", "args", "label", "rationale"}, row["id"]
+        assert set(row) - {"money"} == {"id", "domain", "tool", "args", "label", "rationale"}
+        assert row.get("money", True) is True, f"{row['id']}: money is marked true or left out"
         tool, args = row["tool"], row["args"]
         assert row["label"] in CONSEQUENCE_CLASSES, row["id"]
         assert set(tool) <= {"name", "description", "inputSchema", "annotations"}, row["id"]
@@ -152,9 +154,9 @@ def test_consequence_rows_are_well_formed_tool_calls() -> None:
 
 def test_consequence_size_domains_and_class_balance() -> None:
     rows = _consequence()
-    assert len(rows) >= 340
+    assert len(rows) >= 900
     per_domain = Counter(r["domain"] for r in rows)
-    assert len(per_domain) >= 12, per_domain
+    assert len(per_domain) >= 35, per_domain
     assert min(per_domain.values()) >= 15, per_domain
     shares = Counter(r["label"] for r in rows)
     for label, target in CONSEQUENCE_MIX.items():
@@ -198,6 +200,38 @@ def test_consequence_covers_the_documented_hard_cases() -> None:
         if r["args"].get("dry_run") is True or r["args"].get("preview") is True:
             assert r["label"] == "safe", r["id"]
     assert sum("annotations" not in r["tool"] and r["label"] == "irreversible" for r in rows) >= 10
+
+
+def test_consequence_money_rows_are_irreversible_across_many_domains() -> None:
+    # "money": the call charges, refunds, pays, books, issues credit or a voucher,
+    # transfers funds or cancels a booking; eval consequence counts how many are stopped.
+    money = [r for r in _consequence() if r.get("money")]
+    assert [r["id"] for r in money if r["label"] != "irreversible"] == []
+    assert len(money) >= 100
+    assert len({r["domain"] for r in money}) >= 25
+    # Many of them do not say money in the name, nor declare anything.
+    assert sum("annotations" not in r["tool"] for r in money) >= 0.6 * len(money)
+
+
+def test_the_money_rule_never_contradicts_a_hand_label() -> None:
+    # The rule raises to irreversible; a row it fires on but labelled below that would
+    # be a write the labeller judged routine, and the rule an over-reach (or the label
+    # wrong). Reads it never touches: a reading verb keeps it silent.
+    for row in _consequence():
+        signals = money_signals(row["tool"], row["args"])
+        if signals.moves_money():
+            assert row["label"] in ("irreversible", "unknown"), (row["id"], signals.reasons)
+
+
+def test_reads_that_mention_money_are_in_the_set_and_labelled_safe() -> None:
+    money_words = re.compile(r"refund|payment|payout|charge|fare|price|invoice|balance|fee")
+    reads = [
+        r
+        for r in _consequence()
+        if r["label"] == "safe" and money_words.search(r["tool"]["name"] + r["tool"]["description"])
+    ]
+    assert len(reads) >= 60
+    assert all(not money_signals(r["tool"], r["args"]).moves_money() for r in reads)
 
 
 # ------------------------------------------------------------------ loop evaluator
