@@ -81,12 +81,13 @@ def test_a_parsed_verdict_is_never_below_a_class_the_text_names(text: str) -> No
 
 
 def test_an_llm_verdict_is_uncalibrated_and_unparseable_text_takes_the_safe_default() -> None:
-    definition = {"name": "wire", "description": "Send money to a bank account.", "inputSchema": {}}
+    # Not a money mover: the money floor would hold that at irreversible whatever was said.
+    definition = {"name": "tag_ticket", "description": "Adds a tag to a ticket.", "inputSchema": {}}
     for answer, expected in (("retry-safe", "retry_safe"), ("no idea", "unknown")):
         modeler = ConsequenceModeler(
             head=None, encoder=None, llm=FakeListChatModel(responses=[answer])
         )
-        result = modeler.assess(definition, {"amount": 5})
+        result = modeler.assess(definition, {"ticket": "T-5", "tag": "vip"})
         assert result.cls == expected, (answer, result)
         llm = [d for d in result.decisions if d.source == "llm"]
         assert all(not d.calibrated for d in llm)
