@@ -275,11 +275,14 @@ def test_an_edit_is_assessed_anew_recorded_as_an_edit_and_runs_once(
     assert second.payload["edit_of"] == original.approval_id
     assert second.payload["args"]["amount_cents"] == 3000
     assert granted.reason and "edit" in granted.reason
-    # The consequence modeler judged the edited call too (the declared floor held).
+    # The consequence modeler judged the edited call too: one model decision per call, each
+    # followed by the money rule's own (a refund moves money: at least irreversible).
     judged = [
         d for d in runtime.ledger.decisions(thread_id=thread) if d.role == "consequence_modeler"
     ]
-    assert len(judged) == 2 and second.payload["assessment"]["class"] == "irreversible"
+    assert [d.source for d in judged] == ["slm:encoder", "rule"] * 2, judged
+    assert all("moves money" in (d.rationale or "") for d in judged if d.source == "rule")
+    assert second.payload["assessment"]["class"] == "irreversible"
 
 
 def test_an_edit_that_does_not_validate_is_refused(
