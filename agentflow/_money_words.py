@@ -164,6 +164,14 @@ DESCRIPTION = [
         r"|captures|transfers funds|issues (?:a )?(?:refund|credit|voucher))\b"
     ),
     re.compile(r"\b(fare difference|price difference|cancellation fee|change fee)\b"),
+    # "the metered price is charged": a definite price passively charged names the payer
+    # implicitly (the caller's account); "no fee is charged" has no determiner and stays out,
+    # and "billed" is left out: "the prorated amount is billed on the next invoice" is later.
+    re.compile(
+        r"\b(?:the|its|their|your)\s+(?:\w+\s+)?(?:price|fare|fee|amount|total|balance|cost"
+        r"|deposit|premium|rent)s?\s+(?:is|are|will be|gets?)\s+(?:\w+\s+)?"
+        r"(charged|debited|collected|captured)\b"
+    ),
     re.compile(r"\bdifference (?:is|will be) (?:settled|charged|collected|refunded|paid)\b"),
 ]
 # "Books ..." counts only when the call also carries an amount or a payment method.

@@ -10,6 +10,9 @@ Two figures say whether that is safe and useful:
   approval. Anything below 1.0 is a charge or a cancellation that would run unasked.
 - ``reads_safe``: the share of reads (rows labelled ``safe``) that end ``safe``, i.e.
   run without approval. Below it, the agent asks a human to approve lookups.
+
+``decided_alone`` is the share the head and the floors settle without the LLM, and
+``below_label`` the share that would run under a class less severe than their label.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
+from agentflow.consequence import ConsequenceClass, severity
 from agentflow.evaluation import evaluate_grouped
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
@@ -36,8 +40,9 @@ _STOPPED = ("irreversible", "unknown")
 class _Outcome(NamedTuple):
     row: int
     head: str
-    final: str
+    final: ConsequenceClass
     rule: bool
+    trusted: bool
 
 
 def evaluate_consequence(
@@ -61,7 +66,8 @@ def evaluate_consequence(
             row = rows[int(i)]
             assessed = modeler.assess(row["tool"], row["args"])
             top = head.decide(examples[int(i)].text, encoder).value
-            outcomes.append(_Outcome(int(i), top, assessed.cls, bool(assessed.money)))
+            trusted = modeler.policy.trusts(assessed.decisions[0])
+            outcomes.append(_Outcome(int(i), top, assessed.cls, bool(assessed.money), trusted))
 
     report = evaluate_grouped(
         "consequence_modeler",
@@ -95,6 +101,12 @@ def _figures(rows: Sequence[Mapping[str, Any]], outcomes: Sequence[_Outcome]) ->
     return {
         "n_assessed": len(outcomes),
         "head_accuracy": _share([o.head == rows[o.row]["label"] for o in outcomes]),
+        # Decided without the LLM (or a human) by the head and the floors together.
+        "decided_alone": _share([o.trusted for o in outcomes]),
+        # The dangerous error: a call run under a class less severe than its label.
+        "below_label": _share(
+            [severity(o.final) < severity(rows[o.row]["label"]) for o in outcomes]
+        ),
         "n_money": len(money),
         "money_moving_stopped": _share([o.final in _STOPPED for o in money]),
         "money_stopped_by_rule": _share([o.rule for o in money]),

@@ -2,16 +2,19 @@
 
 An encoder head trained on labelled tool definitions from many domains (never on the
 reference agent's own tools) judges a call from its name, description, input schema and
-arguments. ``unknown`` or low confidence asks the LLM; if the LLM fails, the call is
-``unknown`` and needs a human. Whatever any model says, the tool's declared annotations
+arguments. The head answers with the least severe class it can vouch for: the
+calibrated probability that the call is no more severe than that class meets the
+threshold (:meth:`ConsequenceModeler._bounded`). ``unknown`` or low confidence asks the
+LLM; if the LLM fails, the call is ``unknown`` and needs a human. Whatever any model says, the tool's declared annotations
 are a floor: :func:`agentflow.consequence.apply_floor` can raise the class, never lower it.
 A call that moves money or cancels a booking has a floor of ``irreversible`` on top
-(:mod:`agentflow.money`), whatever it is called and whatever it declares.
+(:mod:`agentflow.money`), whatever it is called and whatever it declares; a call too large
+to read, or whose text addresses the classifier, is held at ``unknown``
+(:mod:`agentflow.call_reading`).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
+from agentflow.call_reading import read_call
 from agentflow.consequence import (
     CONSEQUENCE_CLASSES,
     ConsequenceClass,
@@ -51,22 +55,24 @@ _CLASS_GUIDE = (
 def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
     """The text the modeler reads: name, description, parameters, arguments and hints.
 
-    Declared hints are part of the input (they lift held-out accuracy on unseen tools from
-    70% to 75%), and they are also enforced separately as a floor, so the model reading
-    them can only make its proposal consistent with them, never weaken the floor. The
-    money signals of the arguments (an amount, a currency, a payment method, a booking)
-    are spelled out too: as raw JSON they are a few characters among many.
+    Every argument is in it, as its name, type and a bounded excerpt of its value
+    (:func:`agentflow.call_reading.read_call`): padding one argument cannot push another
+    out of view. Declared hints are part of the input (they lift held-out accuracy on
+    unseen tools from 70% to 75%), and they are also enforced separately as a floor, so
+    the model reading them can only make its proposal consistent with them, never weaken
+    the floor. The money signals of the arguments (an amount, a currency, a payment
+    method, a booking) are spelled out too.
     """
+    reading = read_call(definition, args)
     schema = definition.get("inputSchema") or {}
     params = ", ".join(
         f"{name} ({spec.get('type', 'any')})"
         for name, spec in (schema.get("properties") or {}).items()
     )
-    call = json.dumps(args, sort_keys=True, default=str)[:300]
     hints = definition.get("annotations") or {}
     text = (
-        f"tool: {definition.get('name', '')}. {definition.get('description', '')}. "
-        f"parameters: {params}. call: {call}"
+        f"tool: {definition.get('name', '')}. {reading.description}. "
+        f"parameters: {params}. call: {reading.arguments}"
     )
     if hints:
         text += " hints: " + ", ".join(f"{k}={v}" for k, v in sorted(hints.items()))
@@ -92,6 +98,9 @@ class Assessment:
     """Whether the LLM was asked."""
     money: tuple[str, ...] = ()
     """Why the money rule holds the call at ``irreversible`` (empty: it does not)."""
+    unread: tuple[str, ...] = ()
+    """Why the call is held at ``unknown`` as read (too large, text addressing the
+    classifier: :mod:`agentflow.call_reading`); empty when it is not."""
 
     def to_state(self, tool: str, args: dict[str, Any]) -> dict[str, Any]:
         """JSON for ``AgentState.assessment`` and the approval payload."""
@@ -150,33 +159,33 @@ class ConsequenceModeler:
             else None
         )
         signals = money_signals(definition, args)
-        money = signals.reasons
-        # Money is a floor above every declared one; like a declared floor it only raises.
-        strict = money_floor(signals) or floor
-        why = "money floor" if money else "declared floor"
+        # A call too large to read, or whose text addresses the classifier, is held at
+        # unknown; money at irreversible. Both sit above the declared floor and only raise.
+        unread, money = read_call(definition, args).reasons, signals.reasons
+        strict: ConsequenceClass | None = "unknown" if unread else money_floor(signals) or floor
+        why = "reading floor" if unread else "money floor" if money else "declared floor"
+        held_by = unread + money
         slm: Callable[[], Decision[str]] | None = None
         if self.head is not None and self.encoder is not None:
             head, encoder = self.head, self.encoder
-            if strict is not None:
-                held = self._floor_holds(head, encoder, text, strict, why)
-                if held is not None:
-                    if money:
-                        held += (self._rule(text, strict, floor, strict, money, False),)
-                    return Assessment(strict, floor, strict, held, False, money)
-            slm = lambda: head.decide(text, encoder)  # noqa: E731
-        # Irreversible is already the strictest class that executes: no model answer can
-        # change what happens next, so the LLM is not asked for it.
-        llm = None if strict == "irreversible" else self._verdict(text, env, config, usage)
+            slm = lambda: self._bounded(head, encoder, text, strict, why)  # noqa: E731
+        # Irreversible is already the strictest class that executes (and unknown waits for
+        # a human): no model answer can change what happens next, so no LLM is asked.
+        llm = (
+            None
+            if strict in ("irreversible", "unknown")
+            else self._verdict(text, env, config, usage)
+        )
         resolution = resolve("consequence_modeler", slm, llm, "unknown", self.policy)
         decisions: list[Decision[Any]] = list(resolution.trail)
         proposed: ConsequenceClass = resolution.final.value  # type: ignore[assignment]
         final_cls = apply_floor(strict, proposed)
-        if final_cls != proposed or resolution.final.source == "rule" or money:
+        if final_cls != proposed or resolution.final.source == "rule" or held_by:
             decisions.append(
-                self._rule(text, final_cls, floor, proposed, money, resolution.llm_called)
+                self._rule(text, final_cls, floor, proposed, money, unread, resolution.llm_called)
             )
         return Assessment(
-            final_cls, floor, proposed, tuple(decisions), resolution.llm_called, money
+            final_cls, floor, proposed, tuple(decisions), resolution.llm_called, money, unread
         )
 
     @staticmethod
@@ -186,12 +195,15 @@ class ConsequenceModeler:
         floor: ConsequenceClass | None,
         proposed: ConsequenceClass,
         money: tuple[str, ...],
+        unread: tuple[str, ...],
         escalated: bool,
     ) -> Decision[str]:
         """The floor rules' own decision: what they made of the proposal, and why."""
         rationale = f"declared floor {floor}, model proposed {proposed}"
         if money:
             rationale = f"moves money ({'; '.join(money)}): at least irreversible; " + rationale
+        if unread:
+            rationale = f"{'; '.join(unread)}: held at unknown; " + rationale
         return Decision[str](
             role="consequence_modeler",
             value=cls,
@@ -203,29 +215,46 @@ class ConsequenceModeler:
             rationale=rationale,
         )
 
-    def _floor_holds(
-        self, head: EncoderHead, encoder: Encoder, text: str, floor: ConsequenceClass, why: str
-    ) -> tuple[Decision[Any], ...] | None:
-        """For a declared tool the question is only whether to raise it above its floor.
+    def _bounded(
+        self,
+        head: EncoderHead,
+        encoder: Encoder,
+        text: str,
+        strict: ConsequenceClass | None,
+        why: str,
+    ) -> Decision[str]:
+        """The least severe class the head can vouch for: no call is placed below it.
 
-        The head's calibrated probability that the call is no more severe than the floor
-        (``unknown`` counts as more severe) answers it; when that meets the threshold the
-        floor stands without the LLM. Otherwise None, and the full assessment runs.
+        What matters for safety is that a call is not run under a class *less* severe
+        than its own. So the head's answer is the least severe class ``c`` (from the
+        floor up) whose calibrated probability of the call being no more severe than
+        ``c`` (``unknown`` counts as more severe) meets the threshold: the chance that
+        the call belongs above ``c`` is then below ``1 - threshold``, the bound an
+        argmax decision at the threshold gives. Unsure between ``retry_safe`` and
+        ``retry_unsafe``, the call runs once under a key instead of asking the LLM.
+        The search stops below ``irreversible`` (unless that is the floor): sending a
+        call to a human because the head is unsure would only move the LLM's work onto
+        people, so there only a confident ``irreversible`` is taken, else the LLM asks.
         """
         full = head.decide(text, encoder, top_k=len(head.labels))
-        allowed = {
-            c for c in CONSEQUENCE_CLASSES if c != "unknown" and severity(c) <= severity(floor)
-        }
-        p_within = float(sum(p for cls, p in full.scores.items() if cls in allowed))
-        held = full.model_copy(
-            update={
-                "value": floor,
-                "confidence": min(1.0, round(p_within, 4)),
-                "rationale": f"P(no more severe than {why} {floor}) = {p_within:.3f}; "
-                f"model's top class {full.value}",
-            }
-        )
-        return (held,) if self.policy.trusts(held) else None
+        lowest = severity(strict) if strict is not None else 0
+        ceiling = max(lowest, severity("retry_unsafe"))
+        p_within = 0.0
+        for cls in CONSEQUENCE_CLASSES:
+            if cls == "unknown":
+                break
+            p_within += full.scores.get(cls, 0.0)
+            if lowest <= severity(cls) <= ceiling and p_within >= self.policy.threshold:
+                return full.model_copy(
+                    update={
+                        "value": cls,
+                        "confidence": min(1.0, round(p_within, 4)),
+                        "rationale": f"P(no more severe than {cls}) = {p_within:.3f}"
+                        + (f" ({why} {strict})" if strict is not None else "")
+                        + f"; model's top class {full.value}",
+                    }
+                )
+        return full
 
     def _verdict(
         self, text: str, env: NodeEnv, config: RunnableConfig | None, usage: list[int] | None

@@ -101,6 +101,14 @@ MOVES_MONEY = [
         ),
         {"room": "412"},
     ),
+    (
+        _tool(
+            "finish_ride",
+            "Ends the ride and locks the bike; the metered fare is charged.",
+            ride="string",
+        ),
+        {"ride": "r_7"},
+    ),
 ]
 
 LEAVES_ALONE = [
@@ -155,6 +163,10 @@ LEAVES_ALONE = [
     (
         _tool("create_transfer_draft", "", to_account="string", amount="number"),
         {"to_account": "a2", "amount": 5},
+    ),
+    (
+        _tool("switch_plan_tier", "Moves the plan up a tier; no fee is charged.", tier="string"),
+        {"tier": "pro"},
     ),
 ]
 
