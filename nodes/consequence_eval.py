@@ -110,6 +110,9 @@ def _figures(rows: Sequence[Mapping[str, Any]], outcomes: Sequence[_Outcome]) ->
         "n_money": len(money),
         "money_moving_stopped": _share([o.final in _STOPPED for o in money]),
         "money_stopped_by_rule": _share([o.rule for o in money]),
+        "money_not_stopped": [
+            f"{rows[o.row].get('id', o.row)} ({o.final})" for o in money if o.final not in _STOPPED
+        ],
         "n_reads": len(reads),
         "reads_safe": _share([o.final == "safe" for o in reads]),
         "routine_writes_raised_by_rule": _share([o.rule for o in routine]),

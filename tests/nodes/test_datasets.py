@@ -250,11 +250,14 @@ def test_loop_rows_are_well_formed() -> None:
 
 def test_loop_size_balance_and_variety() -> None:
     rows = _loops()
-    assert len(rows) >= 300
+    assert len(rows) >= 1000
     shares = Counter(r["label"] for r in rows)
+    # Whole runs are labelled at every step, so continue leads as it does in real runs;
+    # every other label keeps enough rows to be learned.
     for label in LOOP_LABELS:
-        assert 0.20 <= shares[label] / len(rows) <= 0.30, shares
-    assert len({r["goal"] for r in rows}) >= 60
+        assert 0.08 <= shares[label] / len(rows) <= 0.70, shares
+    assert shares["continue"] == max(shares.values()), shares
+    assert len({r["goal"] for r in rows}) >= 200
     assert any(r["label"] == "done" and r["steps_done"] < r["steps_planned"] for r in rows)
 
 
