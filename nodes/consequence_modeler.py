@@ -15,6 +15,7 @@ to read, or whose text addresses the classifier, is held at ``unknown``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,18 +53,27 @@ _CLASS_GUIDE = (
 )
 
 
+_WHOLE_CALL = 300
+"""Characters of JSON arguments read as they are; a longer call is read argument by argument.
+(Reading every call argument by argument cost the shipped head 1.4 points of accuracy on
+whole held-out domains and its confidence on the reference agent's cancellation.)"""
+
+
 def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
     """The text the modeler reads: name, description, parameters, arguments and hints.
 
-    Every argument is in it, as its name, type and a bounded excerpt of its value
-    (:func:`agentflow.call_reading.read_call`): padding one argument cannot push another
-    out of view. Declared hints are part of the input (they lift held-out accuracy on
+    Every argument is in it: a call whose JSON is short is read whole, as JSON (the form
+    the head learned on); a longer one as each argument's name, type and a bounded
+    excerpt of its value (:func:`agentflow.call_reading.read_call`), so padding one
+    argument cannot push another out of view. Declared hints are part of the input (they lift held-out accuracy on
     unseen tools from 70% to 75%), and they are also enforced separately as a floor, so
     the model reading them can only make its proposal consistent with them, never weaken
     the floor. The money signals of the arguments (an amount, a currency, a payment
     method, a booking) are spelled out too.
     """
     reading = read_call(definition, args)
+    whole = json.dumps(args, sort_keys=True, default=str)
+    call = whole if len(whole) <= _WHOLE_CALL else reading.arguments
     schema = definition.get("inputSchema") or {}
     params = ", ".join(
         f"{name} ({spec.get('type', 'any')})"
@@ -72,7 +82,7 @@ def describe_call(definition: dict[str, Any], args: dict[str, Any]) -> str:
     hints = definition.get("annotations") or {}
     text = (
         f"tool: {definition.get('name', '')}. {reading.description}. "
-        f"parameters: {params}. call: {reading.arguments}"
+        f"parameters: {params}. call: {call}"
     )
     if hints:
         text += " hints: " + ", ".join(f"{k}={v}" for k, v in sorted(hints.items()))
