@@ -116,12 +116,18 @@ def agent(
     encoder: Encoder | None = None,
     guards: LoopGuards = LoopGuards(),
     slm_roles: bool = True,
+    router: Router | None = None,
+    loop: LoopEvaluator | None = None,
+    consequence: ConsequenceModeler | None = None,
 ) -> tuple[StateGraph, AgentParts]:
     """Build the agent graph (uncompiled) and the parts it decides with.
 
     ``llm`` defaults to :func:`agentflow.models.llm.make_llm` (the local GGUF when no
     endpoint is configured). ``slm_roles=False`` replaces every small-model role by the
-    LLM, which is how the workload benchmark measures the SLM-first saving.
+    LLM, which is how the workload benchmark measures the SLM-first saving. A decider
+    given (``router``, ``loop``, ``consequence``: one built on your own heads, or a stub
+    in a test) is used as it is; the others are built from the shipped examples, and
+    the encoder is loaded only when one of them needs it.
     """
     # Here, not at the top: agentflow.retrain imports the runtime, which imports this module.
     from agentflow.retrain import head_in_use
@@ -133,52 +139,61 @@ def agent(
         from agentflow.models.llm import make_llm
 
         llm = make_llm(settings)
-    encoder = encoder or load_encoder(settings)
     env = NodeEnv(recorder=recorder, graph=name, cost_per_1k_tokens=settings.llm_cost_per_1k_tokens)
     route_examples = [Example(text=t, label=r.name) for r in routes for t in r.examples]
     use = slm_roles
-    router = Router(
-        routes,
-        encoder=encoder,
-        # One route is taken by rule: there is nothing to tell apart, so no head.
-        head=head_in_use("router", route_examples, [r.name for r in routes], encoder, settings)
-        if use and route_examples and len({r.name for r in routes}) > 1
-        else None,
-        llm=llm,
-        policy=EscalationPolicy(threshold=settings.router_threshold),
+    needs_encoder = (
+        router is None or loop is None or consequence is None or any(r.documents for r in routes)
     )
-    loop_rows, loop_extra = loop_examples()
-    loop = LoopEvaluator(
-        head=head_in_use(
-            "loop_evaluator",
-            loop_rows,
-            {ex.label for ex in loop_rows},
-            encoder,
-            settings,
-            extra=loop_extra,
+    encoder = encoder or (load_encoder(settings) if needs_encoder else None)
+    if router is None:
+        router = Router(
+            routes,
+            encoder=encoder,
+            # One route is taken by rule: there is nothing to tell apart, so no head.
+            head=head_in_use("router", route_examples, [r.name for r in routes], encoder, settings)
+            if use and encoder and route_examples and len({r.name for r in routes}) > 1
+            else None,
+            llm=llm,
+            policy=EscalationPolicy(threshold=settings.router_threshold),
         )
-        if use
-        else None,
-        encoder=encoder,
-        llm=llm,
-        guards=guards,
-        threshold=settings.loop_threshold,
-    )
-    consequence = consequence_examples()
-    modeler = ConsequenceModeler(
-        head=head_in_use(
-            "consequence_modeler", consequence, {ex.label for ex in consequence}, encoder, settings
+    if loop is None:
+        loop_rows, loop_extra = loop_examples()
+        loop = LoopEvaluator(
+            head=head_in_use(
+                "loop_evaluator",
+                loop_rows,
+                {ex.label for ex in loop_rows},
+                encoder,
+                settings,
+                extra=loop_extra,
+            )
+            if use and encoder
+            else None,
+            encoder=encoder,
+            llm=llm,
+            guards=guards,
+            threshold=settings.loop_threshold,
         )
-        if use
-        else None,
-        encoder=encoder,
-        llm=llm,
-        threshold=settings.consequence_threshold,
-    )
+    if consequence is None:
+        examples = consequence_examples()
+        consequence = ConsequenceModeler(
+            head=head_in_use(
+                "consequence_modeler", examples, {ex.label for ex in examples}, encoder, settings
+            )
+            if use and encoder
+            else None,
+            encoder=encoder,
+            llm=llm,
+            threshold=settings.consequence_threshold,
+        )
+    modeler = consequence
     executor = executor or _executor(registry, settings, recorder)
     flows = {r.name: r.target for r in routes if isinstance(r.target, Flow)}
     planned = set(flows) | {r.name for r in routes if r.target == "planner"}
-    indexes = {r.name: DocumentIndex(r.documents, encoder) for r in routes if r.documents}
+    indexes = {
+        r.name: DocumentIndex(r.documents, encoder) for r in routes if r.documents and encoder
+    }
 
     def definition(tool: str) -> dict[str, Any] | None:
         return registry.get(tool).definition() if tool in registry else None

@@ -147,6 +147,13 @@ class KeyInFlightError(IdempotencyError):
 
     default_hint = "wait for the other execution to finish, then retry with the same key"
 
+    def __init__(
+        self, message: str, *, hint: str | None = None, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s
+        """Time left on the other holder's lease, when the store said."""
+
 
 class KeyMismatchError(IdempotencyError):
     """The key was used before with different arguments (HTTP 422 in the IETF draft)."""

@@ -229,10 +229,17 @@ class AgentRuntime:
         return None
 
     def run(
-        self, message: str, *, thread_id: str | None = None, customer: dict[str, Any] | None = None
+        self,
+        message: str,
+        *,
+        thread_id: str | None = None,
+        customer: dict[str, Any] | None = None,
+        message_id: str | None = None,
     ) -> RunResult:
         """Start a run on a new (or given) thread with one user message.
 
+        ``message_id`` names the turn (tool keys and approval ids derive from it): a
+        submission replayed with the same id is the same turn, never a second one.
         Raises :class:`UnfinishedRunError` for a thread whose last run stopped mid-graph:
         retry it first, so the step it stopped at finishes under its own key.
         """
@@ -244,7 +251,7 @@ class AgentRuntime:
                 )
         thread_id = thread_id or f"t_{uuid.uuid4().hex[:12]}"
         inputs: dict[str, Any] = {
-            "messages": [HumanMessage(message)],
+            "messages": [HumanMessage(message, id=message_id)],
             "status": "running",
             "customer": customer or {},
         }
@@ -259,6 +266,16 @@ class AgentRuntime:
         saver = self.graph.checkpointer
         threads = dict.fromkeys(c.config["configurable"]["thread_id"] for c in saver.list(None))
         return [p for t in threads if (p := self.pending(t)) is not None]
+
+    def has_message(self, thread_id: str, message_id: str) -> bool:
+        """True when the thread's state holds the message ``message_id`` (its turn began)."""
+        values = self.graph.get_state({"configurable": {"thread_id": thread_id}}).values or {}
+        return any(getattr(m, "id", None) == message_id for m in values.get("messages") or ())
+
+    @property
+    def store(self) -> IdempotencyStore:
+        """The idempotency store the graph's executor uses (grants and claims live there)."""
+        return self._store()
 
     def _store(self) -> IdempotencyStore:
         """The idempotency store the graph's executor uses (grants live there)."""

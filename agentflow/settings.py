@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     """How long completed idempotency results are kept."""
     approval_ttl_seconds: float = Field(default=24 * 3600, gt=0)
     """How long an approval grant stays usable; after it the call is refused (ask again)."""
+    recovery_seconds: float = Field(default=2.0, ge=0)
+    """How often a server worker looks for runs whose worker died, to finish them (0: never;
+    then they wait until a retry of their submission, or `agentflow resume`)."""
 
     # --- tracing ------------------------------------------------------------------
     langfuse_public_key: str | None = Field(

@@ -5,7 +5,8 @@ call is assessed by the tool's declared annotations alone (irreversible: a rule 
 no model), stops at the real approval gate (:func:`nodes.approval.approval_node`), and
 after an approval runs through the guarded executor under the step's derived key, so a
 resumed or replayed run never pays twice. Payments are appended to
-``<data_dir>/approvals_demo_payments.jsonl`` for tests to count.
+``<data_dir>/approvals_demo_payments.jsonl`` for tests to count
+(``AGENTFLOW_DEMO_PAYMENT_SECONDS`` makes each payment take that long).
 
 LangGraph Server loads ``graph`` (compiled, no checkpointer: the server brings its own);
 :class:`agentflow.runtime.AgentRuntime` calls :func:`build`. Nothing heavy happens at
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -65,6 +67,10 @@ def send_payment(to: str, amount_cents: int, ctx: ToolContext) -> dict[str, Any]
     """Send money to someone's account (a real transfer: it cannot be undone)."""
     if amount_cents <= 0:
         raise ValueError("the amount must be positive")
+    # A slow payment provider, for tests that kill a worker mid-call: half of
+    # AGENTFLOW_DEMO_PAYMENT_SECONDS passes before the transfer, half after it.
+    pause = float(os.environ.get("AGENTFLOW_DEMO_PAYMENT_SECONDS") or 0) / 2
+    time.sleep(pause)
     path = payments_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _LOCK, path.open("a", encoding="utf-8") as out:
@@ -78,6 +84,7 @@ def send_payment(to: str, amount_cents: int, ctx: ToolContext) -> dict[str, Any]
         out.write(json.dumps(row) + "\n")
         out.flush()
         os.fsync(out.fileno())
+    time.sleep(pause)
     return row
 
 

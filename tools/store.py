@@ -375,6 +375,11 @@ class IdempotencyStore(_StoreBase):
             self._durability = self._run(read_durability, self.client)
         return self._durability.problem
 
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one redis-py command of ``client`` under the store's retry policy; a server
+        that stays unreachable raises :class:`StoreUnavailableError`."""
+        return self._run(fn, *args, **kwargs)
+
     def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         delays = self.retry.delays()
         while True:

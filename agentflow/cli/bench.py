@@ -10,7 +10,9 @@ from agentflow.cli._output import emit_json, emit_table, fail, progress
 from agentflow.errors import AgentflowError
 from agentflow.settings import Settings
 
-app = typer.Typer(help="Benchmarks: decisions, idempotency, workload, loop.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: decisions, idempotency, workload, loop, overhead.", no_args_is_help=True
+)
 
 
 @app.command("decisions")
@@ -94,3 +96,19 @@ def loop(
     except AgentflowError as exc:
         fail(exc)
     emit_json(report) if json_out else emit_table("loop control", report)
+
+
+@app.command("overhead")
+def overhead(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    n: int = typer.Option(300, "--n", help="Requests timed through each graph."),
+) -> None:
+    """p50 of the agent's graph with no-op deciders and tools against the same graph in
+    plain LangGraph (same nodes, same checkpointer), and their ratio."""
+    from agentflow.benchmarks.overhead import run
+
+    try:
+        report = run(n=n)
+    except AgentflowError as exc:
+        fail(exc)
+    emit_json(report) if json_out else emit_table("framework overhead", report)

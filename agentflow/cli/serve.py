@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from typing import Any
 
@@ -80,16 +81,26 @@ def serve(
         metavar="JSON",
         help="With --new-token: whom runs started with it act for (state.customer).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        "-w",
+        min=1,
+        help="Worker processes on this port. They share only AGENTFLOW_DATABASE_URL "
+        "(use Postgres) and AGENTFLOW_REDIS_URL: any worker continues any thread.",
+    ),
 ) -> None:
     """Serve the HTTP API and the approval page; prints the address it listens on."""
     if new_token is not None:
         _print_new_token(new_token, scopes, customer)
         return
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from agentflow.cli.agent import _weak_llm_warning
     from agentflow.runtime import load_graph_module
-    from agentflow.server.app import create_app, graph_name
+    from agentflow.server.app import APP_FACTORY, GRAPH_ENV, create_app, graph_name
+    from checkpoints.savers import parse_database_url
 
     settings = Settings()
     if host not in ("0.0.0.0", "::", "") and host not in settings.allowed_hosts:
@@ -117,11 +128,23 @@ def serve(
                 )
 
     console.print(f"loading {graph} …")
+    config: dict[str, Any] = {"log_level": "warning", "lifespan": "on"}
     try:
         load_graph_module(graph)  # a wrong path fails here, with its fix, not inside uvicorn
-        app = create_app(settings, graph=graph)
-        config: dict[str, Any] = {"log_level": "warning", "lifespan": "on"}
-        _Server(uvicorn.Config(app, **config)).run(sockets=[sock])
+        if workers == 1:
+            _Server(uvicorn.Config(create_app(settings, graph=graph), **config)).run(sockets=[sock])
+            return
+        if parse_database_url(settings.resolved_database_url).kind == "sqlite":
+            console.print(
+                "[yellow]note:[/] several workers on one SQLite file take turns to write; "
+                "set AGENTFLOW_DATABASE_URL to Postgres for throughput."
+            )
+        # Each worker is a fresh process that builds its own app from these variables.
+        os.environ[GRAPH_ENV] = graph
+        os.environ["AGENTFLOW_ALLOWED_HOSTS"] = json.dumps(settings.allowed_hosts)
+        factory = uvicorn.Config(APP_FACTORY, factory=True, workers=workers, **config)
+        console.print(f"agentflow serve: {workers} workers listening on {url}", highlight=False)
+        Multiprocess(factory, sockets=[sock]).run()
     except AgentflowError as exc:
         fail(exc)
     finally:

@@ -28,6 +28,8 @@ answer changes neither the thread nor anything the tools touch.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
@@ -50,6 +52,8 @@ from agentflow.errors import (
     ConfigurationError,
     DigestMismatchError,
     IdempotencyError,
+    KeyInFlightError,
+    KeyMismatchError,
     LedgerError,
     UnfinishedRunError,
     UnknownApprovalError,
@@ -58,11 +62,13 @@ from agentflow.runtime import AgentRuntime, RunResult
 from agentflow.server import page
 from agentflow.server.auth import AuthRefusal, Identity, authenticate, check_claim
 from agentflow.server.guard import RequestGuard
+from agentflow.server.recovery import RecoveryLoop
 from agentflow.server.schemas import (
     THREAD_ID_PATTERN,
     AnswerRequest,
     ErrorBody,
     PendingApproval,
+    RunAccepted,
     RunRequest,
     ThreadView,
 )
@@ -75,7 +81,21 @@ from agentflow.server.service import (
 from agentflow.server.traces import TraceLinker, TraceLinks
 from agentflow.settings import Scope, Settings
 
-__all__ = ["RuntimeFactory", "create_app", "graph_name", "open_runtime"]
+__all__ = [
+    "APP_FACTORY",
+    "GRAPH_ENV",
+    "RuntimeFactory",
+    "app_from_env",
+    "check_ready",
+    "create_app",
+    "graph_name",
+    "open_runtime",
+]
+
+GRAPH_ENV = "AGENTFLOW_SERVE_GRAPH"
+"""The graph module a worker started by ``agentflow serve --workers N`` serves."""
+APP_FACTORY = "agentflow.server.app:app_from_env"
+"""The import string uvicorn's worker processes build their app from."""
 
 RuntimeFactory = Callable[[str, Settings], AbstractContextManager[AgentRuntime]]
 """(graph module, settings) -> a context manager yielding the open runtime."""
@@ -90,6 +110,8 @@ _STATUS: tuple[tuple[type[AgentflowError], int], ...] = (
     (UnknownApprovalError, 404),
     (DigestMismatchError, 409),
     (ThreadBusyError, 409),
+    (KeyInFlightError, 409),
+    (KeyMismatchError, 422),
     (UnfinishedRunError, 409),
     (ApprovalError, 422),
 )
@@ -121,6 +143,28 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI for a body the route reads itself (after the token is checked)."""
     schema = {"application/json": {"schema": model.model_json_schema()}}
     return {"requestBody": {"required": True, "content": schema}}
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+"""What an ``Idempotency-Key`` may be: 1 to 255 printable ASCII characters, no spaces."""
+
+
+def _idempotency_key(request: Request) -> str | None:
+    raw = request.headers.get("idempotency-key")
+    if raw is None:
+        return None
+    key = raw.strip().strip('"')  # the IETF draft sends it as a quoted string
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("header", "Idempotency-Key"),
+                    "msg": "1-255 printable ASCII characters",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return key
 
 
 def _parse(model: type[_Body], raw: bytes) -> _Body:
@@ -195,6 +239,24 @@ def _internal(exc: Exception) -> JSONResponse:
     return _error(status, f"{error} (ref {ref})", f"retry later; the server log has ref {ref}")
 
 
+def check_ready(runtime: AgentRuntime) -> None:
+    """Refuse to serve on a database that is not migrated or a store that can lose writes.
+
+    Checked when a worker starts, before any request: a worker that would fail every
+    request later (or, worse, run tools on a Redis that forgets their keys) does not start.
+    """
+    runtime.ledger.check_schema()
+    store = runtime.store
+    store.ping()
+    problem = store.durability_problem()
+    if problem is not None:
+        raise ConfigurationError(
+            f"the idempotency store at {store.where} can lose writes: {problem}",
+            hint="turn on appendonly (appendfsync always or everysec) on that Redis, or set "
+            "AGENTFLOW_ALLOW_VOLATILE_REDIS=1 to accept that a crash may repeat an effect",
+        )
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -214,9 +276,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         with runtime_factory(graph, settings) as runtime:
-            holder["service"] = AgentService(runtime, name, trace_links or TraceLinks(settings))
-            yield
-            holder.clear()
+            check_ready(runtime)
+            svc = AgentService(runtime, name, trace_links or TraceLinks(settings))
+            recovery = RecoveryLoop(svc, every_s=settings.recovery_seconds)
+            if settings.recovery_seconds:
+                recovery.start()
+            holder["service"] = svc
+            try:
+                yield
+            finally:
+                holder.clear()
+                recovery.stop()
+                svc.close()
 
     app = FastAPI(
         title="agentflow",
@@ -256,19 +327,33 @@ def create_app(
     @app.post(
         "/runs",
         response_model=RunResult,
-        responses=_ERRORS,
+        responses={**_ERRORS, 202: {"model": RunAccepted}},
         summary="Run the graph on a message",
         dependencies=[Security(bearer)],
         openapi_extra=_body_schema(RunRequest),
     )
-    async def start_run(request: Request) -> RunResult:
+    async def start_run(request: Request) -> Any:
         """Run until the graph finishes or waits for an approval (``run`` scope).
 
         The run acts for the token's customer; a thread can be continued only by its owner.
+        ``Idempotency-Key: K`` makes a retry safe: it gets the first submission's run
+        (``Idempotent-Replayed: true``), another body under K is refused (422), a retry
+        while the first is still handled gets 409. ``Prefer: respond-async`` answers 202
+        at once with the thread and its status URL (``Location``); poll that URL.
         """
         who = identity(request, "run")
+        key = _idempotency_key(request)
+        wait = "respond-async" not in request.headers.get("prefer", "").lower()
         body = _parse(RunRequest, await request.body())
-        return await run_in_threadpool(service().run, body, who)
+        result, replayed = await run_in_threadpool(service().submit, body, who, key=key, wait=wait)
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        if result.status != "running":
+            return JSONResponse(jsonable_encoder(result), headers=headers)
+        url = f"/runs/{result.thread_id}"
+        accepted = RunAccepted(thread_id=result.thread_id, status_url=url)
+        return JSONResponse(
+            accepted.model_dump(), status_code=202, headers={**headers, "Location": url}
+        )
 
     @app.get(
         "/runs/{thread_id}",
@@ -322,3 +407,14 @@ def create_app(
         return await run_in_threadpool(svc.answer, thread_id, who.name, body)
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of ``agentflow serve --workers N``: the graph named by
+    ``AGENTFLOW_SERVE_GRAPH``, the settings from the environment."""
+    graph = os.environ.get(GRAPH_ENV)
+    if not graph:
+        raise ConfigurationError(
+            f"{GRAPH_ENV} is not set", hint="start workers with `agentflow serve --workers N`"
+        )
+    return create_app(Settings(), graph=graph)

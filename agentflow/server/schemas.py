@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,17 @@ class RunRequest(BaseModel):
     Whom the run acts for is not a field: it comes from the token (``customer`` of its
     ``AGENTFLOW_TOKENS`` entry), so nobody can act for somebody else.
     """
+
+
+class RunAccepted(BaseModel):
+    """The answer to ``POST /runs`` with ``Prefer: respond-async`` (HTTP 202)."""
+
+    thread_id: str
+    """The thread the run goes on in."""
+    status: Literal["running"] = "running"
+    """Always ``running`` here; the status URL tells the rest."""
+    status_url: str
+    """Where to poll the run (``GET /runs/{thread_id}``), also in the ``Location`` header."""
 
 
 class AnswerRequest(BaseModel):

@@ -12,6 +12,7 @@ the run's attack table (tests/attacks.py).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,6 +26,7 @@ from agentflow.runtime import AgentRuntime
 from agentflow.server import create_app
 from agentflow.server.auth import hash_token
 from agentflow.settings import Settings
+from checkpoints import Ledger, setup_savers
 from tests.attacks import record
 from tests.server.conftest import SupportEnv, auth, refund_count
 
@@ -252,7 +254,7 @@ def test_two_answers_at_once_apply_exactly_once(
 def test_a_server_side_failure_tells_the_caller_no_internal_text(
     tmp_path: Path, valkey_server: Any
 ) -> None:
-    """The database file is ruined under a running server: the caller gets a reference,
+    """The database is broken under a running server: the caller gets a reference,
     not the SQL, the path or the driver's message (those go to the log)."""
     db = tmp_path / "agentflow.db"
     settings = Settings(
@@ -261,6 +263,8 @@ def test_a_server_side_failure_tells_the_caller_no_internal_text(
         redis_url=valkey_server.url,
         tokens={"kim": {"sha256": hash_token("k"), "scopes": ["run", "read"]}},
     )
+    setup_savers(settings.resolved_database_url)
+    Ledger.from_settings(settings).setup()  # a worker refuses an unmigrated database
     with AgentRuntime.open("graphs/approvals_demo.py", settings=settings) as runtime:
         app = create_app(
             settings, runtime_factory=lambda _g, _s: nullcontext(runtime), graph="approvals_demo"
@@ -269,11 +273,14 @@ def test_a_server_side_failure_tells_the_caller_no_internal_text(
             kim = {"Authorization": "Bearer k"}
             ok = c.post("/runs", json={"message": "send $5 to a@b.c"}, headers=kim)
             assert ok.status_code == 200, ok.text
-            db.write_bytes(b"this is not a database" * 400)
+            # The database breaks under the running server (a table dropped by hand): the
+            # next read of the thread's approvals fails inside the driver.
+            with sqlite3.connect(db) as conn:
+                conn.execute("DROP TABLE approvals")
             res = c.get(f"/runs/{ok.json()['thread_id']}", headers=kim)
             run = c.post("/runs", json={"message": "send $6 to a@b.c"}, headers=kim)
     body = res.text + run.text
-    leaked = [w for w in (str(tmp_path), "SELECT", "sqlite3", "not a database") if w in body]
+    leaked = [w for w in (str(tmp_path), "SELECT", "sqlite3", "no such table") if w in body]
     ok_ = res.status_code >= 500 and "ref " in res.json()["error"] and not leaked
     record("provoke an internal error", ENTRY, ok_, f"{res.status_code}, no internal text")
     assert ok_, (res.status_code, body, leaked)
