@@ -20,12 +20,21 @@ from agentflow.heads import cache_path, head_for
 from agentflow.models.artifact import content_digest, write_signed
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from agentflow.retrain import active_head, head_in_use
+from agentflow.retrain import active_head, head_in_use, train
 from agentflow.settings import Settings
 from agentflow.signing import signing_key
 from checkpoints.ledger import Ledger
 
 BANKING = Path(__file__).resolve().parents[1] / "data" / "banking77_five_intents.csv"
+GRAPH = '''"""Routes only: the examples of the kept head's role."""
+from nodes.router import Route
+
+ROUTES = {routes!r}
+
+
+def routes():
+    return [Route(name=n, description=n, examples=tuple(ts)) for n, ts in ROUTES.items()]
+'''
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +129,17 @@ def test_a_kept_head_that_does_not_verify_is_refused_not_replaced(
         assert "AGENTFLOW_SIGNING_KEY was rotated" in text
     assert path.read_bytes() == before
     assert not cache_path("router", examples, encoder.sha256, settings)[0].exists()
+
+    # The fix the error names works: `agentflow train` keeps a head signed with the new key.
+    graph = tmp_path / "banking_graph.py"
+    routes: dict[str, list[str]] = {}
+    for ex in examples:
+        routes.setdefault(ex.label, []).append(ex.text)
+    graph.write_text(GRAPH.format(routes=routes))
+    result = train("router", rotated, graph=str(graph), encoder=encoder)
+    assert result.accepted and result.old_sha256 is None
+    retrained = active_head("router", rotated, encoder)
+    assert retrained is not None and retrained.sha256 == result.sha256
 
     # Edited by someone who also fixed the ledger's record: the signature still refuses it.
     _attack(path, 0)
