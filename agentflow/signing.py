@@ -99,10 +99,16 @@ def _find(settings: Settings, *, create: bool) -> SigningKey | None:
     path = key_path(settings)
     if not create and not path.exists():
         return None
-    with _locked(path.parent):
-        if path.exists():
-            return _read(path)
-        return _create(path) if create else None
+    try:
+        with _locked(path.parent):
+            if path.exists():
+                return _read(path)
+            return _create(path) if create else None
+    except OSError as exc:  # a read-only or foreign data folder
+        raise ConfigurationError(
+            f"cannot read or create the signing key {path}: {exc}",
+            hint="make the data folder writable by this user, or set AGENTFLOW_SIGNING_KEY",
+        ) from exc
 
 
 def _decode(text: str) -> bytes:

@@ -146,8 +146,8 @@ class EncoderHead:
     char_features: int = 0
     """Hashed character n-gram features after the side-features (0: none, format /1)."""
     exemplars: NDArray[np.float32] | None = None
-    """(m, dim) unit training embeddings familiarity is measured against (None in /1 and
-    /2 artifacts, whose far test uses the centroids)."""
+    """(m, dim) unit training embeddings familiarity is measured against (None: the far
+    test uses the centroids)."""
     training_sha256: str = ""
     """Digest of the training data (:func:`~agentflow.models.artifact.training_digest`):
     the examples' labels and texts and the side-features, signed with the head."""

@@ -90,3 +90,11 @@ def test_a_key_file_others_may_read_is_refused_not_replaced(tmp_path: Path) -> N
     path.write_text("short\n")
     with pytest.raises(ConfigurationError, match="hex digits"):
         signing_key(settings)
+
+
+def test_a_key_that_cannot_be_made_says_how_to_give_one(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "af"
+    not_a_folder.write_text("a file where the data folder should be")
+    with pytest.raises(ConfigurationError, match="cannot read or create") as err:
+        signing_key(Settings(data_dir=not_a_folder))
+    assert "AGENTFLOW_SIGNING_KEY" in str(err.value)
