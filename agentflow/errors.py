@@ -11,6 +11,7 @@ printed by the CLI or returned by the server is actionable on its own::
     │   ├── NativeLibraryError      llama.cpp's native library crashes or fails on this CPU
     │   └── ModelOutputError        a model answered something that fails validation
     ├── ArtifactError               a trained head is corrupt, tampered or for another encoder
+    │   └── SignatureError          a head's signature is missing or not this deployment's
     ├── DataError                   an example/workload file cannot be read
     │   └── MissingFields           a request lacks a field its flow needs (nodes.planner)
     ├── ToolError
@@ -47,6 +48,7 @@ __all__ = [
     "ModelOutputError",
     "NativeLibraryError",
     "OutcomeUnknownError",
+    "SignatureError",
     "StoreUnavailableError",
     "ToolError",
     "ToolExecutionError",
@@ -107,6 +109,17 @@ class ArtifactError(AgentflowError):
     """A trained head artifact is unreadable, tampered, or was trained on another encoder."""
 
     default_hint = "retrain the head with `agentflow train` or point to the right artifact"
+
+
+class SignatureError(ArtifactError):
+    """A head artifact is unsigned, or its signature does not verify with the deployment's
+    signing key: it was modified after it was signed, or signed by another key."""
+
+    default_hint = (
+        "retrain it with `agentflow train`, or delete the file if it is a cached head (it is "
+        "rebuilt from its examples); if AGENTFLOW_SIGNING_KEY was rotated, every head signed "
+        "with the old key must be rebuilt"
+    )
 
 
 class DataError(AgentflowError):

