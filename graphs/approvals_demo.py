@@ -40,7 +40,16 @@ from tools.contract import ToolContext, ToolRegistry, tool
 from tools.executor import GuardedExecutor
 from tools.store import IdempotencyStore
 
-__all__ = ["build", "demo_tools", "graph", "payments", "payments_path", "send_payment"]
+__all__ = [
+    "build",
+    "demo_tools",
+    "effects",
+    "graph",
+    "load_workload",
+    "payments",
+    "payments_path",
+    "send_payment",
+]
 
 _REQUEST = re.compile(
     r"\b(?:send|pay)\s+\$?\s?(\d{1,6}(?:\.\d{1,2})?)\s*(?:dollars|usd)?\s+to\s+([\w.+-]+@[\w-]+(?:\.[\w-]+)+)",
@@ -228,3 +237,16 @@ def build(
 
 graph = build()[0].compile()
 """The compiled graph LangGraph Server serves (``langgraph.json``)."""
+
+
+def load_workload() -> list[str]:
+    """The messages `agentflow bench load` sends: payments of several sizes to several people."""
+    return [f"send ${n % 40 + 1} to payee{n % 7}@example.com" for n in range(56)]
+
+
+def effects(data_dir: Path) -> list[dict[str, Any]]:
+    """Every payment sent under ``data_dir``, with its idempotency key."""
+    path = Path(data_dir) / "approvals_demo_payments.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

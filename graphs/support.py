@@ -18,9 +18,11 @@ checkpointer); ``graphs/support_server.py`` holds the compiled graph LangGraph S
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from functools import partial
 from importlib.resources import files
+from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -39,7 +41,7 @@ from graphs.support_extract import (
     extract_refund,
     extractors,
 )
-from graphs.support_store import Refusal, store
+from graphs.support_store import Refusal, SupportStore, store
 from nodes.planner import Flow, MissingFields
 from nodes.router import Route
 from tools.contract import ToolContext, ToolRegistry, tool
@@ -49,7 +51,9 @@ __all__ = [
     "LABELLED",
     "build",
     "calibration_key",
+    "effects",
     "extractors",
+    "load_workload",
     "routes",
     "store",
     "support_tools",
@@ -276,3 +280,19 @@ def build(
     )
     parts.extra["store"] = store()
     return graph_, parts
+
+
+# --------------------------------------------------------------------------- load benchmark
+
+
+def load_workload() -> list[str]:
+    """The messages `agentflow bench load` sends: the shipped workload's requests that the
+    small models handle (pricing and complaint answers are the LLM's by design)."""
+    rows = _jsonl("support_workload.jsonl")
+    return [r["text"] for r in rows if r["expected_route"] not in ("pricing", "complaint")]
+
+
+def effects(data_dir: Path) -> list[dict[str, Any]]:
+    """Every refund the back office under ``data_dir`` holds, with its idempotency key."""
+    path = os.environ.get("AGENTFLOW_SUPPORT_DB") or Path(data_dir) / "support.db"
+    return SupportStore(path).refunds()

@@ -11,7 +11,7 @@ from agentflow.errors import AgentflowError
 from agentflow.settings import Settings
 
 app = typer.Typer(
-    help="Benchmarks: decisions, idempotency, workload, loop, overhead.", no_args_is_help=True
+    help="Benchmarks: decisions, idempotency, workload, loop, overhead, load.", no_args_is_help=True
 )
 
 
@@ -112,3 +112,45 @@ def overhead(
     except AgentflowError as exc:
         fail(exc)
     emit_json(report) if json_out else emit_table("framework overhead", report)
+
+
+def _counts(text: str, option: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        values = ()
+    if not values or min(values) < 1:
+        fail(f"{option} takes positive whole numbers separated by commas, e.g. 1,2")
+    return values
+
+
+@app.command("load")
+def load(
+    graph: str = typer.Option("graphs/support.py", "--graph", help="Graph module (path)."),
+    workers: str = typer.Option("1,2", "--workers", help="Worker counts to measure, e.g. 1,2."),
+    clients: str = typer.Option("4", "--clients", help="Concurrent clients, e.g. 2,4."),
+    requests: int = typer.Option(100, "--requests", min=1, help="Submissions per round."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="A Postgres server URL (default: start Debian's)."
+    ),
+    redis_url: str | None = typer.Option(
+        None, "--redis-url", help="A Redis URL (default: start Debian's redis-server)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Workers on one Postgres and one Redis, driven over HTTP while one is killed at random:
+    runs/s, p50/p95, duplicates, lost, kills and the scaling from 1 to 2 workers."""
+    from agentflow.benchmarks.load import run
+
+    try:
+        report = run(
+            graph,
+            workers=_counts(workers, "--workers"),
+            clients=_counts(clients, "--clients"),
+            requests=requests,
+            database_url=database_url,
+            redis_url=redis_url,
+        )
+    except AgentflowError as exc:
+        fail(exc)
+    emit_json(report) if json_out else emit_table("load", report)

@@ -339,7 +339,10 @@ class AgentService:
             try:
                 return self._finish(thread_id, lambda: self.runtime.answer(thread_id, answer))
             except ApprovalError:
-                self.claims.finished(thread_id)  # refused: the thread still waits as it was
+                # Refused: the thread is as it was. If that is mid-graph (an earlier answer
+                # was taken and its worker died), it stays noted for recovery to finish.
+                if not self.runtime.result(thread_id).resumable:
+                    self.claims.finished(thread_id)
                 raise
 
     def record_refusal(
