@@ -13,7 +13,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.state import AgentState
-from nodes._answer import ESCALATION_EXAMPLES, facts_prompt, present
+from nodes._answer import DATA_RULE, ESCALATION_EXAMPLES, facts_prompt, present
 from nodes._common import NodeEnv, ai, ask_llm, request_text
 from nodes._requests import with_left_over
 
@@ -22,7 +22,8 @@ __all__ = ["SYSTEM", "escalation_node"]
 SYSTEM = (
     "You take over a support conversation an automated agent could not finish. "
     "Explain briefly what was done and what happens next; promise a human follow-up when "
-    "nothing else can be done. Never claim an action succeeded unless the results say so."
+    "nothing else can be done. Never claim an action succeeded unless the results say so. "
+    + DATA_RULE
 )
 """The instructions the LLM is given for this node."""
 

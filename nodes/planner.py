@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from agentflow.decision import Decision, EscalationPolicy
 from agentflow.errors import AgentflowError, DataError
 from agentflow.state import AgentState, Plan
+from nodes._answer import DATA_RULE, tool_data
 from nodes._common import NodeEnv, ask_llm, request_text
 from tools.contract import ToolRegistry
 
@@ -112,6 +113,9 @@ def parse_plan(text: str, tools: ToolRegistry, goal: str) -> Plan:
     return plan.model_copy(update={"steps": steps})
 
 
+_REPLAN_RESULT_CHARS = 1000
+"""Characters of each earlier tool result a replan shows the LLM."""
+
 _FIELDS_PROMPT = (
     "A small model extracted fields from a customer request but is unsure of some. For each "
     "unsure field give the value the request states, or null when it does not say. Answer "
@@ -152,7 +156,7 @@ def _plan_prompt(tools: ToolRegistry) -> str:
         "You plan tool calls for a support agent. Tools (JSON Schema inputs):\n"
         + "\n".join(json.dumps(d, sort_keys=True) for d in tools.definitions())
         + '\nAnswer with JSON only: {"goal": "...", "steps": [{"tool": "...", "args": {...}, '
-        '"why": "..."}]}'
+        '"why": "..."}]}\n' + DATA_RULE
     )
 
 
@@ -303,8 +307,9 @@ def planner_node(
             return {"loop_verdict": "escalate", "outcome": "no LLM configured to plan this request"}
         user = f"Request: {text}\nCustomer: {json.dumps(state.get('customer', {}))}"
         if replanning:
-            user += "\nPrevious steps and results: " + json.dumps(
-                state.get("observations", [])[-3:], default=str
+            # Bounded and delimited: a tool's output is data for the plan, never its orders.
+            user += "\nPrevious steps and results: " + " ".join(
+                tool_data(o, limit=_REPLAN_RESULT_CHARS) for o in state.get("observations", [])[-3:]
             )
         calls = tokens = 0
         error = ""

@@ -15,7 +15,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.state import AgentState
-from nodes._answer import RESPOND_EXAMPLES, facts_prompt, present
+from nodes._answer import DATA_RULE, RESPOND_EXAMPLES, facts_prompt, present
 from nodes._common import NodeEnv, ai, ask_llm, request_text
 from nodes._requests import with_left_over
 from nodes.context import DocumentIndex
@@ -25,7 +25,8 @@ __all__ = ["SYSTEM", "respond_node"]
 
 SYSTEM = (
     "You are a courteous support agent. Answer the request in one to three sentences, "
-    "using only the facts given. If something failed, say so plainly and say what happens next."
+    "using only the facts given. If something failed, say so plainly and say what happens "
+    "next. " + DATA_RULE
 )
 """The instructions the LLM is given for this node."""
 
