@@ -25,6 +25,9 @@ class Example(BaseModel):
     """The input the model sees."""
     label: str
     """The expected decision."""
+    group: str | None = None
+    """The family the example belongs to (a run's goal, a tool's domain), when known: the
+    far test is fitted with whole families held out (:meth:`EncoderHead.train`)."""
 
 
 def load_examples(

@@ -26,7 +26,13 @@ from agentflow.errors import ArtifactError
 from agentflow.examples import Example
 from agentflow.models.artifact import training_digest
 from agentflow.models.encoder import Encoder
-from agentflow.models.head import ARTIFACT_FORMAT, CHAR_FEATURES, EncoderHead
+from agentflow.models.head import (
+    ARTIFACT_FORMAT,
+    CHAR_FEATURES,
+    FAR_QUANTILE,
+    FAR_QUANTILES,
+    EncoderHead,
+)
 from agentflow.settings import Settings
 from agentflow.signing import signing_key
 
@@ -46,7 +52,10 @@ def loop_examples() -> tuple[list[Example], NDArray[np.float64]]:
 
     rows = _data("loop_examples.jsonl")
     examples = [
-        Example(text=describe_step(str(r["observation"])), label=str(r["label"])) for r in rows
+        Example(
+            text=describe_step(str(r["observation"])), label=str(r["label"]), group=str(r["goal"])
+        )
+        for r in rows
     ]
     extra = np.array(
         [
@@ -71,7 +80,11 @@ def consequence_examples() -> list[Example]:
     from nodes.consequence_modeler import describe_call
 
     return [
-        Example(text=describe_call(r["tool"], r.get("args") or {}), label=str(r["label"]))  # type: ignore[arg-type]
+        Example(
+            text=describe_call(r["tool"], r.get("args") or {}),  # type: ignore[arg-type]
+            label=str(r["label"]),
+            group=str(r["domain"]),
+        )
         for r in consequence_rows()
     ]
 
@@ -87,7 +100,8 @@ def cache_path(
     and the training digest that head must be signed with."""
     trained_on = training_digest(examples, extra)
     # The head's kind is in the key: a new format or feature size retrains, never reuses.
-    key = f"{ARTIFACT_FORMAT}\x1f{CHAR_FEATURES}\x1f{encoder_sha256}\x1f{trained_on}"
+    far = FAR_QUANTILES.get(role, FAR_QUANTILE)
+    key = f"{ARTIFACT_FORMAT}\x1f{CHAR_FEATURES}\x1f{far}\x1f{encoder_sha256}\x1f{trained_on}"
     name = f"{role}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     return Path(settings.data_dir) / "heads" / name, trained_on
 

@@ -147,9 +147,10 @@ class ConsequenceModeler:
         threshold: float = 0.8,
     ) -> None:
         self.head, self.encoder, self.llm = head, encoder, llm
-        # The far test is the router's for now: on unseen tools it has not been measured
-        # against the share of reads that must still be called safe.
-        self.policy = _Policy(threshold=threshold, escalate_far=False)
+        # A call unlike any the head was trained on escalates however confident: the line
+        # is fitted with whole domains held out, so 1% of calls of a known kind cross it
+        # (FAR_QUANTILES says why not more).
+        self.policy = _Policy(threshold=threshold)
 
     def assess(
         self,

@@ -22,6 +22,7 @@ values, so about that share of in-distribution inputs count as far.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,6 +33,7 @@ __all__ = [
     "decode_exemplars",
     "encode_exemplars",
     "familiarity",
+    "held_out_familiarity",
     "leave_one_out_familiarity",
     "select_exemplars",
 ]
@@ -74,6 +76,34 @@ def leave_one_out_familiarity(
     """Familiarity of every training row, an exemplar never counting as its own neighbour."""
     memory = np.asarray(embeddings, dtype=np.float32)[exemplar_rows]
     return _top_k_mean(np.asarray(embeddings, dtype=np.float32), memory, k, exemplar_rows)
+
+
+def held_out_familiarity(
+    embeddings: NDArray[np.floating],
+    exemplar_rows: NDArray[np.int64],
+    groups: Sequence[str],
+    *,
+    folds: int = 5,
+    k: int = FAR_K,
+) -> NDArray[np.float64]:
+    """Familiarity of every training row with its whole group (a goal, a tool's domain)
+    out of the exemplars: how familiar a new input of a known kind but an unseen case is.
+
+    Leaving one row out is too kind where rows come in families (the steps of one run,
+    the calls of one back office): a left-out row still meets its siblings.
+    """
+    names = sorted(set(groups))
+    if len(names) < 2:
+        return leave_one_out_familiarity(embeddings, exemplar_rows, k)
+    fold_of = {name: i % min(folds, len(names)) for i, name in enumerate(names)}
+    fold = np.array([fold_of[g] for g in groups])
+    vectors = np.asarray(embeddings, dtype=np.float32)
+    out = np.empty(len(vectors), dtype=np.float64)
+    for f in np.unique(fold):
+        held = fold == f
+        memory = exemplar_rows[~held[exemplar_rows]]
+        out[held] = _top_k_mean(vectors[held], vectors[memory], k, None)
+    return out
 
 
 def _top_k_mean(

@@ -35,11 +35,13 @@ _PURPOSE = "agentflow.head"  # a signature made for anything else never verifies
 
 
 def training_digest(examples: Sequence[Example], extra: NDArray[np.float64] | None = None) -> str:
-    """sha256 of a head's training data: each example's label and text in order, then the
-    side-features' shape and float64 values (none for a text-only head)."""
+    """sha256 of a head's training data: each example's label, text (and group, when it
+    has one) in order, then the side-features' shape and float64 values (none for a
+    text-only head)."""
     digest = hashlib.sha256(b"agentflow.training/1\n")
     for ex in examples:  # JSON lines: no text can pass for a label boundary
-        digest.update(json.dumps([ex.label, ex.text], ensure_ascii=False).encode() + b"\n")
+        row = [ex.label, ex.text] if ex.group is None else [ex.label, ex.text, ex.group]
+        digest.update(json.dumps(row, ensure_ascii=False).encode() + b"\n")
     if extra is not None:
         values = np.ascontiguousarray(extra, dtype="<f8")
         digest.update(json.dumps(list(values.shape)).encode() + b"\n" + values.tobytes())

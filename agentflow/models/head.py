@@ -36,6 +36,7 @@ from agentflow.models._neighbours import (
     decode_exemplars,
     encode_exemplars,
     familiarity,
+    held_out_familiarity,
     leave_one_out_familiarity,
     select_exemplars,
 )
@@ -44,7 +45,7 @@ from agentflow.models.calibration import expected_calibration_error, fit_tempera
 from agentflow.models.encoder import Encoder
 from agentflow.signing import SigningKey
 
-__all__ = ["ARTIFACT_FORMAT", "CHAR_FEATURES", "FAR_QUANTILE", "EncoderHead"]
+__all__ = ["ARTIFACT_FORMAT", "CHAR_FEATURES", "FAR_QUANTILE", "FAR_QUANTILES", "EncoderHead"]
 
 ARTIFACT_FORMAT = "agentflow.head/4"
 # /1 (embedding only), /2 (no exemplars) and /3 were never signed: no key vouches for
@@ -55,6 +56,11 @@ in-distribution escalations the far test costs. On BANKING77 with 10 intents hel
 escalated 7-9 points more of the unseen intents' messages at the router's threshold (two
 seeds); 5-6% of in-scope messages were far, about half of them below the threshold anyway
 (coverage fell 2.6 points in the exploratory run)."""
+FAR_QUANTILES = {"consequence_modeler": 0.01}
+"""Roles whose far test escalates a smaller share. For the consequence modeler, a line at
+5% (whole domains held out) cut the reads called safe on unseen domains from 92.6% to
+86.2%, and 2% to 88.2%, below the 90% that keeps people from approving lookups; at 1%
+it is 90.2%, and 77% of calls are still decided without the LLM (81% with no far test)."""
 CHAR_FEATURES = 2**13
 """Hashed character n-gram features a head reads beside the embedding (0 turns them off).
 With them, accuracy on held-out tools rose 0.71 -> 0.78 for the consequence modeler, on
@@ -168,14 +174,19 @@ class EncoderHead:
         embeddings: NDArray[np.float32] | None = None,
         extra: NDArray[np.float64] | None = None,
         char_features: int = CHAR_FEATURES,
-        far_quantile: float = FAR_QUANTILE,
+        far_quantile: float | None = None,
+        groups: Sequence[str] | None = None,
     ) -> EncoderHead:
         """Fit and calibrate a head on ``examples`` (pass ``embeddings`` to reuse them).
 
         ``extra`` holds numeric side-features per example (n, k) that the text alone does
         not carry well (e.g. "was this the last planned step"); decisions must pass the same.
         ``char_features`` sizes the hashed character n-grams read beside the embedding;
-        ``far_quantile`` is the share of training examples the far test would escalate.
+        ``far_quantile`` (default: the role's, :data:`FAR_QUANTILES`) is the share of
+        training examples the far test would escalate:
+        with ``groups`` (one name per example: a run's goal, a tool's domain; by default the
+        examples' own ``group``), measured on each example with its whole group held out,
+        else with the example alone left out.
         """
         start = time.perf_counter()
         counts = Counter(ex.label for ex in examples)
@@ -213,7 +224,16 @@ class EncoderHead:
         # line where the trained one did.
         rows = select_exemplars(y, seed=seed)
         memory = emb.astype("<f2").astype(np.float32)
-        familiar = leave_one_out_familiarity(memory, rows)
+        if far_quantile is None:
+            far_quantile = FAR_QUANTILES.get(role, FAR_QUANTILE)
+        if groups is None and all(ex.group is not None for ex in examples):
+            groups = [str(ex.group) for ex in examples]
+        if groups is not None:
+            familiar = held_out_familiarity(memory, rows, groups)
+            metrics["far_fitted_on"] = "whole groups held out"
+        else:
+            familiar = leave_one_out_familiarity(memory, rows)
+            metrics["far_fitted_on"] = "each example left out"
         metrics["far_quantile"] = far_quantile
         metrics["train_seconds"] = round(time.perf_counter() - start, 3)
         return cls(

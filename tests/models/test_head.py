@@ -125,6 +125,19 @@ def test_far_threshold_is_fitted_leaving_each_example_out(
     assert share < head.metrics["far_quantile"], share
 
 
+def test_with_families_the_far_line_is_drawn_with_each_family_held_out(
+    banking: tuple[list[Example], list[Example]], encoder: Encoder
+) -> None:
+    # Rows in families (here, one per intent) meet their siblings when left out alone;
+    # held out whole, a family is as unfamiliar as a new case of a known kind can be.
+    grouped = [ex.model_copy(update={"group": ex.label}) for ex in banking[0]]
+    alone = EncoderHead.train(banking[0], encoder, "router", char_features=0)
+    whole = EncoderHead.train(grouped, encoder, "router", char_features=0)
+    assert alone.metrics["far_fitted_on"] == "each example left out"
+    assert whole.metrics["far_fitted_on"] == "whole groups held out"
+    assert whole.ood_threshold < alone.ood_threshold  # families out: less familiar rows
+
+
 def test_a_head_reading_characters_needs_the_texts(head: EncoderHead, encoder: Encoder) -> None:
     with pytest.raises(ArtifactError, match="texts"):
         head.probabilities(encoder.encode(["my card is lost"]))

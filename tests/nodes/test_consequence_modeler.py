@@ -201,3 +201,20 @@ def test_reads_that_mention_money_are_left_to_the_head(poisoned_head, encoder) -
         )
         assert result.money == (), name
         assert all(d.source != "rule" for d in result.decisions), name
+
+
+def test_a_call_unlike_any_the_head_knows_escalates_however_sure_the_head_is(
+    poisoned_head: EncoderHead, encoder: Encoder
+) -> None:
+    # The poisoned head is sure every call is harmless; a call far from all it was trained
+    # on is not its to decide, and with no LLM to ask a person decides.
+    modeler = ConsequenceModeler(head=poisoned_head, encoder=encoder, llm=None)
+    far = {
+        "name": "rotor_blade_pitch",
+        "description": "Stellt den Anstellwinkel aller Rotorblätter der Windkraftanlage ein.",
+        "inputSchema": {"type": "object", "properties": {"grad": {"type": "number"}}},
+    }
+    result = modeler.assess(far, {"grad": 87.5})
+    first = result.decisions[0]
+    assert first.far and not modeler.policy.trusts(first), first
+    assert result.cls == "unknown", result
