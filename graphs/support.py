@@ -54,6 +54,7 @@ __all__ = [
     "effects",
     "extractors",
     "load_workload",
+    "reset",
     "routes",
     "store",
     "support_tools",
@@ -296,3 +297,23 @@ def effects(data_dir: Path) -> list[dict[str, Any]]:
     """Every refund the back office under ``data_dir`` holds, with its idempotency key."""
     path = os.environ.get("AGENTFLOW_SUPPORT_DB") or Path(data_dir) / "support.db"
     return SupportStore(path).refunds()
+
+
+_USUAL: list[str | None] = []
+
+
+def reset(folder: Path | None) -> None:
+    """Use a fresh back office under ``folder`` from now on (``None``: the one in use before
+    the first reset again). `agentflow bench workload` gives each of its modes its own."""
+    if folder is None:
+        usual = _USUAL.pop() if _USUAL else os.environ.get("AGENTFLOW_SUPPORT_DB")
+        if usual is None:
+            os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
+        else:
+            os.environ["AGENTFLOW_SUPPORT_DB"] = usual
+    else:
+        if not _USUAL:
+            _USUAL.append(os.environ.get("AGENTFLOW_SUPPORT_DB"))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        os.environ["AGENTFLOW_SUPPORT_DB"] = str(Path(folder) / "support.db")
+    store.cache_clear()

@@ -9,11 +9,9 @@ extraction with the GGUF. Targets come from DESIGN.md.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
-from importlib.resources import files
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -22,6 +20,7 @@ from agentflow.evaluation import percentiles
 from agentflow.examples import Example
 from agentflow.heads import head_for, loop_examples
 from agentflow.models.encoder import load_encoder
+from agentflow.runtime import load_graph_module
 from agentflow.settings import Settings
 
 __all__ = ["run"]
@@ -82,6 +81,7 @@ def _summary(name: str, samples: list[float]) -> dict[str, Any]:
 def run(
     settings: Settings | None = None,
     *,
+    graph: str = "graphs/support.py",
     n_head: int = 300,
     n_choice: int = 60,
     n_extract: int = 10,
@@ -90,12 +90,12 @@ def run(
     """Measure the three decision kinds; a JSON-ready report."""
     settings = settings or Settings()
     encoder = load_encoder(settings)
-    from graphs.support import routes
-
-    route_examples = [Example(text=t, label=r.name) for r in routes() for t in r.examples]
+    # The router head and messages of a graph: its routes() and load_workload().
+    module = load_graph_module(graph)
+    routes = module.routes()
+    route_examples = [Example(text=t, label=r.name) for r in routes for t in r.examples]
     router = head_for("router", route_examples, encoder, settings)
-    workload = files("graphs").joinpath("data", "support_workload.jsonl").read_text()
-    messages = [json.loads(line)["text"] for line in workload.splitlines() if line.strip()]
+    messages = list(module.load_workload())
     examples, extra = loop_examples()
     loop_head = head_for("loop_evaluator", examples, encoder, settings, extra)
     texts = [ex.text for ex in examples]

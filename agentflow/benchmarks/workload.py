@@ -18,6 +18,7 @@ import numpy as np
 from langchain_core.language_models import BaseChatModel
 
 from agentflow.errors import DataError
+from agentflow.runtime import load_graph_module
 from agentflow.settings import Settings
 
 __all__ = ["run"]
@@ -105,28 +106,22 @@ def run(
         "cores": os.cpu_count(),
         "llm": base.llm_base_url or "local GGUF (weak default)",
     }
-    from graphs.support import store
-
-    previous = os.environ.get("AGENTFLOW_SUPPORT_DB")
+    # A graph with a back office of its own resets it per mode (``reset(folder)``, and
+    # ``reset(None)`` when done), so both modes see the same orders and subscriptions.
+    reset = getattr(load_graph_module(graph), "reset", None) or (lambda _folder: None)
     results: dict[str, _Results] = {}
     with tempfile.TemporaryDirectory(prefix="agentflow-bench-") as tmp:
         try:
             for mode in modes:
                 db = f"sqlite:///{tmp}/{mode}.db"
-                # A fresh back office per mode: both modes see the same orders and subscriptions.
-                os.environ["AGENTFLOW_SUPPORT_DB"] = f"{tmp}/{mode}-support.db"
-                store.cache_clear()
+                reset(Path(tmp) / mode)
                 settings = base.model_copy(update={"database_url": db})
                 setup_savers(db)
                 Ledger(db).setup()
                 subset = rows if mode == "slm" else rows[:llm_limit]
                 results[mode] = _mode(graph, subset, settings, llm, mode == "slm", progress)
         finally:
-            store.cache_clear()
-            if previous is None:
-                os.environ.pop("AGENTFLOW_SUPPORT_DB", None)
-            else:
-                os.environ["AGENTFLOW_SUPPORT_DB"] = previous
+            reset(None)
     if "slm" in results:
         report["slm_first"] = _summary(results["slm"])
     if "llm" in results:
