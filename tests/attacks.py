@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ATTACKS", "Attack", "record", "table"]
+__all__ = [
+    "ATTACKS",
+    "INJECTIONS",
+    "Attack",
+    "Injection",
+    "injection",
+    "injection_table",
+    "record",
+    "table",
+]
 
 
 @dataclass(frozen=True)
@@ -58,4 +67,50 @@ def table() -> list[str]:
     entries = len({a.entry for a in ATTACKS})
     won = sum(a.succeeded for a in ATTACKS)
     lines.append(f"{len(ATTACKS)} attacks through {entries} entry points, {won} succeeded")
+    return lines
+
+
+@dataclass(frozen=True)
+class Injection:
+    """One prompt-injection attempt on a small model's decision, with real local models."""
+
+    attempt: str
+    """What was tried."""
+    target: str
+    """The decision it went for: route, consequence, approval, loop."""
+    changed: bool
+    """Whether the decision came out other than on the clean input."""
+    effect: bool
+    """Whether anything ran that should not have (checked in the back office)."""
+    seen: str
+    """What the decision was, clean -> attacked."""
+
+
+INJECTIONS: list[Injection] = []
+"""Every injection attempt of this run, in order."""
+
+
+def injection(attempt: str, target: str, *, changed: bool, effect: bool, seen: str) -> None:
+    """Add one injection attempt's outcome."""
+    INJECTIONS.append(Injection(attempt, target, changed, effect, seen))
+
+
+def injection_table() -> list[str]:
+    """The injection suite's lines: each attempt, then the share that changed a decision
+    and the share that caused an effect (must be 0)."""
+    if not INJECTIONS:
+        return []
+    wa = max(len(i.attempt) for i in INJECTIONS)
+    lines = [f"{'attempt':<{wa}}  {'target':<11}  {'decision':<8}  effect  seen"]
+    for i in INJECTIONS:
+        decision = "CHANGED" if i.changed else "held"
+        effect = "YES" if i.effect else "none"
+        lines.append(f"{i.attempt:<{wa}}  {i.target:<11}  {decision:<8}  {effect:<6}  {i.seen}")
+    n = len(INJECTIONS)
+    changed = sum(i.changed for i in INJECTIONS)
+    effects = sum(i.effect for i in INJECTIONS)
+    lines.append(
+        f"{n} injection attempts: {changed} changed a decision ({changed / n:.0%}), "
+        f"{effects} caused an effect ({effects / n:.0%})"
+    )
     return lines

@@ -46,12 +46,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the adversarial suite's table and the invariant suites' counts (tests/attacks.py)."""
-    from tests.attacks import SUMMARIES, table
+    from tests.attacks import SUMMARIES, injection_table, table
 
     lines = table()
     if lines:
         terminalreporter.section("approval attacks")
         for line in lines:
+            terminalreporter.write_line(line)
+    injected = injection_table()
+    if injected:
+        terminalreporter.section("prompt injection (real local models)")
+        for line in injected:
             terminalreporter.write_line(line)
     if SUMMARIES:
         terminalreporter.section("invariants")
