@@ -43,14 +43,14 @@ from agentflow.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from agentflow.builder import AgentParts, agent
+    from agentflow.nodes.approval import ApprovalAnswer, ApprovalRequest
+    from agentflow.nodes.loop_evaluator import LoopGuards
+    from agentflow.nodes.planner import Flow, MissingFields
+    from agentflow.nodes.router import Route
     from agentflow.runtime import AgentRuntime, RunResult
     from agentflow.state import AgentState, Plan, PlanStep
-    from nodes.approval import ApprovalAnswer, ApprovalRequest
-    from nodes.loop_evaluator import LoopGuards
-    from nodes.planner import Flow, MissingFields
-    from nodes.router import Route
-    from tools.contract import ToolContext, ToolRegistry, ToolSpec, tool
-    from tools.executor import GuardedExecutor
+    from agentflow.tools.contract import ToolContext, ToolRegistry, ToolSpec, tool
+    from agentflow.tools.executor import GuardedExecutor
 
 _LAZY = {
     "AgentState": "agentflow.state",
@@ -60,17 +60,17 @@ _LAZY = {
     "AgentParts": "agentflow.builder",
     "AgentRuntime": "agentflow.runtime",
     "RunResult": "agentflow.runtime",
-    "ApprovalAnswer": "nodes.approval",
-    "ApprovalRequest": "nodes.approval",
-    "LoopGuards": "nodes.loop_evaluator",
-    "Flow": "nodes.planner",
-    "MissingFields": "nodes.planner",
-    "Route": "nodes.router",
-    "ToolContext": "tools.contract",
-    "ToolRegistry": "tools.contract",
-    "ToolSpec": "tools.contract",
-    "tool": "tools.contract",
-    "GuardedExecutor": "tools.executor",
+    "ApprovalAnswer": "agentflow.nodes.approval",
+    "ApprovalRequest": "agentflow.nodes.approval",
+    "LoopGuards": "agentflow.nodes.loop_evaluator",
+    "Flow": "agentflow.nodes.planner",
+    "MissingFields": "agentflow.nodes.planner",
+    "Route": "agentflow.nodes.router",
+    "ToolContext": "agentflow.tools.contract",
+    "ToolRegistry": "agentflow.tools.contract",
+    "ToolSpec": "agentflow.tools.contract",
+    "tool": "agentflow.tools.contract",
+    "GuardedExecutor": "agentflow.tools.executor",
 }
 
 __all__ = [

@@ -16,11 +16,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agentflow.acceptance import HeadScore, score_head
+from agentflow.checkpoints.rows import LabeledInput
 from agentflow.examples import Example
 from agentflow.inputs import input_extra, input_text
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from checkpoints.rows import LabeledInput
 
 __all__ = [
     "TrainingRow",

@@ -27,23 +27,24 @@ from agentflow.errors import ToolError
 from agentflow.examples import Example
 from agentflow.heads import consequence_examples, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
+from agentflow.nodes._common import NodeEnv
+from agentflow.nodes.act import act_node
+from agentflow.nodes.approval import approval_node, needs_approval
+from agentflow.nodes.consequence_modeler import ConsequenceModeler, consequence_node
+from agentflow.nodes.context import DocumentIndex
+from agentflow.nodes.escalation import escalation_node
+from agentflow.nodes.loop_evaluator import LoopEvaluator, LoopGuards, loop_node
+from agentflow.nodes.planner import Flow, planner_node
+from agentflow.nodes.respond import respond_node
+from agentflow.nodes.router import Route, Router, router_node
 from agentflow.recording import NullRecorder, Recorder
+from agentflow.retrain import head_in_use
 from agentflow.settings import Settings
 from agentflow.state import AgentState
-from nodes._common import NodeEnv
-from nodes.act import act_node
-from nodes.approval import approval_node, needs_approval
-from nodes.consequence_modeler import ConsequenceModeler, consequence_node
-from nodes.context import DocumentIndex
-from nodes.escalation import escalation_node
-from nodes.loop_evaluator import LoopEvaluator, LoopGuards, loop_node
-from nodes.planner import Flow, planner_node
-from nodes.respond import respond_node
-from nodes.router import Route, Router, router_node
-from tools.contract import ToolRegistry, ToolSpec
-from tools.executor import GuardedExecutor
-from tools.journal import EffectJournal
-from tools.store import IdempotencyStore
+from agentflow.tools.contract import ToolRegistry, ToolSpec
+from agentflow.tools.executor import GuardedExecutor
+from agentflow.tools.journal import EffectJournal
+from agentflow.tools.store import IdempotencyStore
 
 __all__ = ["AgentParts", "agent"]
 
@@ -69,7 +70,7 @@ class AgentParts:
 def _executor(tools: ToolRegistry, settings: Settings, recorder: Recorder) -> GuardedExecutor:
     store = IdempotencyStore.from_settings(settings)
     # The ledger (what AgentRuntime records to) is also the effects journal: outcomes of
-    # non-safe calls outlive the store's retention (tools.journal).
+    # non-safe calls outlive the store's retention (agentflow.tools.journal).
     journal = recorder if isinstance(recorder, EffectJournal) else None
     return GuardedExecutor(
         tools,
@@ -129,13 +130,11 @@ def agent(
     in a test) is used as it is; the others are built from the shipped examples, and
     the encoder is loaded only when one of them needs it.
     """
-    # Here, not at the top: agentflow.retrain imports the runtime, which imports this module.
-    from agentflow.retrain import head_in_use
-
     settings = settings or Settings()
     registry = tools if isinstance(tools, ToolRegistry) else ToolRegistry(list(tools))
     recorder = recorder or NullRecorder()
     if llm is None:
+        # Deferred: it imports llama.cpp (1.7 s), which an agent given its LLM never needs.
         from agentflow.models.llm import make_llm
 
         llm = make_llm(settings)

@@ -13,7 +13,7 @@ printed by the CLI or returned by the server is actionable on its own::
     ├── ArtifactError               a trained head is corrupt, tampered or for another encoder
     │   └── SignatureError          a head's signature is missing or not this deployment's
     ├── DataError                   an example/workload file cannot be read
-    │   └── MissingFields           a request lacks a field its flow needs (nodes.planner)
+    │   └── MissingFields           a request lacks a field its flow needs (agentflow.nodes.planner)
     ├── ToolError
     │   ├── ToolRegistrationError   a tool declaration is unsafe or inconsistent
     │   └── ToolExecutionError      a tool raised; carries whether a retry is allowed

@@ -33,6 +33,8 @@ from agentflow.models.head import (
     FAR_QUANTILES,
     EncoderHead,
 )
+from agentflow.nodes.consequence_modeler import describe_call
+from agentflow.nodes.loop_evaluator import describe_step, echo_share, loop_features
 from agentflow.settings import Settings
 from agentflow.signing import signing_key
 
@@ -42,14 +44,12 @@ _log = logging.getLogger(__name__)
 
 
 def _data(name: str) -> list[dict[str, object]]:
-    text = files("nodes").joinpath("data", name).read_text(encoding="utf-8")
+    text = files("agentflow.nodes").joinpath("data", name).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def loop_examples() -> tuple[list[Example], NDArray[np.float64]]:
     """The shipped loop-evaluator examples: the text the evaluator reads and its progress features."""
-    from nodes.loop_evaluator import describe_step, echo_share, loop_features
-
     rows = _data("loop_examples.jsonl")
     examples = [
         Example(
@@ -77,8 +77,6 @@ def consequence_rows() -> list[dict[str, object]]:
 
 def consequence_examples() -> list[Example]:
     """The shipped labelled tool calls, as the text the consequence modeler reads."""
-    from nodes.consequence_modeler import describe_call
-
     return [
         Example(
             text=describe_call(r["tool"], r.get("args") or {}),  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """What a head read for one decision, as the ledger records it in ``Decision.input``.
 
 A text-only head records its text. A head that also reads numeric side-features (the
-loop evaluator's progress, see :func:`nodes.loop_evaluator.loop_features`) records
+loop evaluator's progress, see :func:`agentflow.nodes.loop_evaluator.loop_features`) records
 ``{"text": ..., "extra": [...]}``, so that retraining from the ledger gives it the same
 features it decided with; review shows the text.
 """

@@ -1,7 +1,7 @@
 """The recording seam between graph nodes and the audit trail.
 
 Nodes report what happened to a :class:`Recorder`; the SQL ledger
-(``checkpoints.ledger.Ledger``) and the Langfuse tracer implement it, and
+(``agentflow.checkpoints.ledger.Ledger``) and the Langfuse tracer implement it, and
 :class:`FanOutRecorder` sends each record to several. Recording must never change what
 the agent does, so recorders swallow nothing silently but nodes never branch on them.
 """

@@ -23,8 +23,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.evaluation import percentiles
-from checkpoints.ledger import Ledger
 
 __all__ = ["ApprovalStats", "LatencyStats", "Report", "build_report"]
 

@@ -43,16 +43,17 @@ from agentflow._training_rows import (
     training_rows,
 )
 from agentflow.acceptance import AcceptancePolicy, HeadScore
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.rows import HeadVersionRow
+from agentflow.checkpoints.savers import parse_database_url
 from agentflow.errors import ArtifactError, ConfigurationError, DataError, SignatureError
 from agentflow.examples import Example, stratified_split
+from agentflow.graph_module import load_graph_module
 from agentflow.heads import consequence_examples, head_for, loop_examples
 from agentflow.models.encoder import Encoder, load_encoder
 from agentflow.models.head import EncoderHead
 from agentflow.settings import Settings
 from agentflow.signing import signing_key
-from checkpoints.ledger import Ledger
-from checkpoints.rows import HeadVersionRow
-from checkpoints.savers import parse_database_url
 
 __all__ = [
     "TrainResult",
@@ -139,13 +140,11 @@ def role_data(
             raise ConfigurationError(
                 "the router's examples are the routes of a graph", hint="pass --graph PATH"
             )
-        from agentflow.runtime import load_graph_module  # top floor: keeps builder -> here acyclic
-
         routes_fn = getattr(load_graph_module(graph), "routes", None)
         if not callable(routes_fn):
             raise ConfigurationError(
                 f"graph module {graph} has no routes() function",
-                hint="expose routes() -> list[nodes.router.Route] in the graph module",
+                hint="expose routes() -> list[agentflow.nodes.router.Route] in the graph module",
             )
         try:
             routes = list(routes_fn())

@@ -1,6 +1,6 @@
 """Review recorded decisions: list them with their outcome, label them, measure each role.
 
-A decision is reviewed as an :class:`~checkpoints.rows.Episode`: the small model's
+A decision is reviewed as an :class:`~agentflow.checkpoints.rows.Episode`: the small model's
 answer together with the LLM verdict or safe default that replaced it when it was not
 trusted. Labels attach to the small model's decision (its id is what a reviewer types).
 
@@ -23,12 +23,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.rows import Episode, LabelRow
 from agentflow.errors import DataError
 from agentflow.inputs import input_extra, input_text
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from checkpoints.ledger import Ledger
-from checkpoints.rows import Episode, LabelRow
 
 __all__ = [
     "Bucket",

@@ -8,16 +8,12 @@ restart loses nothing: a thread waiting for approval is resumed by any later pro
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -26,21 +22,21 @@ from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from agentflow.builder import AgentParts
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import open_saver
 from agentflow.errors import (
     ApprovalError,
-    ConfigurationError,
     UnfinishedRunError,
     UnknownApprovalError,
 )
+from agentflow.graph_module import load_graph_module
+from agentflow.nodes.approval import ApprovalAnswer, ApprovalRequest, accept_answer
 from agentflow.recording import ApprovalRecord, FanOutRecorder, RunContext
 from agentflow.settings import Settings
+from agentflow.tools.store import IdempotencyStore
 from agentflow.tracing import tracing_session
-from checkpoints.ledger import Ledger
-from checkpoints.savers import open_saver
-from nodes.approval import ApprovalAnswer, ApprovalRequest, accept_answer
-from tools.store import IdempotencyStore
 
-__all__ = ["AgentRuntime", "RunResult", "load_graph_module"]
+__all__ = ["AgentRuntime", "RunResult"]
 
 _log = logging.getLogger(__name__)
 
@@ -79,28 +75,6 @@ class RunResult(BaseModel):
     internal_error: str | None = Field(default=None, exclude=True)
     """The error that stopped the run, in full (for the operator: the CLI prints it; it is
     never serialised, so the HTTP API cannot send it)."""
-
-
-def load_graph_module(spec: str) -> ModuleType:
-    """Import a graph module from a path (``graphs/support.py``) or a dotted name."""
-    path = Path(spec)
-    if path.suffix == ".py":
-        if not path.is_file():
-            raise ConfigurationError(f"graph module {spec} does not exist", hint="check the path")
-        resolved = path.resolve()
-        parts = resolved.with_suffix("").parts
-        # A file inside an importable package keeps its package name (graphs/support.py ->
-        # graphs.support), so its own relative imports and our cached modules line up.
-        if len(parts) >= 2 and parts[-2] == "graphs":
-            return importlib.import_module(f"graphs.{parts[-1]}")
-        module_spec = importlib.util.spec_from_file_location(resolved.stem, resolved)
-        if module_spec is None or module_spec.loader is None:
-            raise ConfigurationError(f"cannot import {spec}")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[resolved.stem] = module
-        module_spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(spec)
 
 
 class AgentRuntime:

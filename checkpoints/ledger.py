@@ -21,15 +21,11 @@ from sqlalchemy import Engine, Table, create_engine, delete, event, insert, sele
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from agentflow.decision import Decision
-from agentflow.errors import LedgerError
-from agentflow.recording import ApprovalRecord, LlmCallRecord, RunContext, ToolCallRecord
-from agentflow.settings import Settings
-from checkpoints import migrations
-from checkpoints.queries import LedgerQueries
-from checkpoints.rows import LabelSource
-from checkpoints.savers import parse_database_url
-from checkpoints.schema import (
+from agentflow.checkpoints import migrations
+from agentflow.checkpoints.queries import LedgerQueries
+from agentflow.checkpoints.rows import LabelSource
+from agentflow.checkpoints.savers import parse_database_url
+from agentflow.checkpoints.schema import (
     approvals,
     decisions,
     effects,
@@ -38,7 +34,11 @@ from checkpoints.schema import (
     llm_calls,
     tool_calls,
 )
-from tools.journal import EffectEntry, EffectOutcome
+from agentflow.decision import Decision
+from agentflow.errors import LedgerError
+from agentflow.recording import ApprovalRecord, LlmCallRecord, RunContext, ToolCallRecord
+from agentflow.settings import Settings
+from agentflow.tools.journal import EffectEntry, EffectOutcome
 
 __all__ = ["Ledger"]
 
@@ -55,7 +55,7 @@ class Ledger(LedgerQueries):
     """The audit trail in SQL; one instance is safe to share across threads.
 
     Writes are defined here; every query (``decisions``, ``episodes``, ``labels_for``,
-    ``head_versions``, ...) comes from :class:`checkpoints.queries.LedgerQueries`.
+    ``head_versions``, ...) comes from :class:`agentflow.checkpoints.queries.LedgerQueries`.
     """
 
     def __init__(self, url: str | None = None, *, clock: Callable[[], datetime] | None = None):
@@ -236,7 +236,7 @@ class Ledger(LedgerQueries):
 
     # --- labels and heads ---------------------------------------------------------------
 
-    # --- EffectJournal (tools.journal) ---------------------------------------------------
+    # --- EffectJournal (agentflow.tools.journal) ---------------------------------------------------
 
     def effect(
         self,

@@ -1,8 +1,8 @@
-"""The ledger's read side: every query :class:`checkpoints.ledger.Ledger` answers.
+"""The ledger's read side: every query :class:`agentflow.checkpoints.ledger.Ledger` answers.
 
 :class:`LedgerQueries` is mixed into ``Ledger``, which supplies the engine, the
 "is the schema current" check and the error translation; this module only reads.
-Rows come back oldest first as the frozen models of :mod:`checkpoints.rows`.
+Rows come back oldest first as the frozen models of :mod:`agentflow.checkpoints.rows`.
 :func:`pair_episodes` rebuilds, from the flat decision rows, which small-model decision
 each LLM verdict overrode (the two are recorded back to back from one trail).
 """
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 from sqlalchemy import Engine, Select, Table, select
 
-from checkpoints.rows import (
+from agentflow.checkpoints.rows import (
     ApprovalRow,
     DecisionRow,
     Episode,
@@ -27,7 +27,7 @@ from checkpoints.rows import (
     LlmCallRow,
     ToolCallRow,
 )
-from checkpoints.schema import (
+from agentflow.checkpoints.schema import (
     approvals,
     decisions,
     head_versions,

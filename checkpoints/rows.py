@@ -1,6 +1,6 @@
 """What the ledger hands back when it is queried: frozen row models, one per table.
 
-Each ``*Row`` mirrors a table of :mod:`checkpoints.schema`. :class:`Episode` is not a
+Each ``*Row`` mirrors a table of :mod:`agentflow.checkpoints.schema`. :class:`Episode` is not a
 table: it joins one small-model decision with the LLM verdict (or safe default) that
 overrode it, which is how escalation rates and distillation data are read from the trail.
 """

@@ -7,7 +7,7 @@ next migration. The database itself is only ever changed by the Alembic migratio
 Times are stored in UTC; :class:`UtcDateTime` makes SQLite (which has no time zones)
 hand back aware datetimes like Postgres does. JSON columns use the portable ``JSON``
 type so values round-trip on both engines. The frozen ``*Row`` models the ledger hands
-back live in :mod:`checkpoints.rows` (re-exported here).
+back live in :mod:`agentflow.checkpoints.rows` (re-exported here).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-# The row models live in checkpoints.rows; re-exported so existing imports keep working.
-from checkpoints.rows import (
+# The row models live in agentflow.checkpoints.rows; re-exported so existing imports keep working.
+from agentflow.checkpoints.rows import (
     ApprovalRow,
     DecisionRow,
     HeadVersionRow,
@@ -241,4 +241,4 @@ effects = Table(
     Index(None, "thread_id"),
 )
 """The durable outcome of every guarded call that is not safe, by idempotency key: what
-the store's records (which expire) are a cache of (see ``tools.journal``)."""
+the store's records (which expire) are a cache of (see ``agentflow.tools.journal``)."""

@@ -2,7 +2,7 @@
 
 ``"send $25 to sam@example.com"`` becomes a one-step plan calling ``send_payment``; the
 call is assessed by the tool's declared annotations alone (irreversible: a rule decision,
-no model), stops at the real approval gate (:func:`nodes.approval.approval_node`), and
+no model), stops at the real approval gate (:func:`agentflow.nodes.approval.approval_node`), and
 after an approval runs through the guarded executor under the step's derived key, so a
 resumed or replayed run never pays twice. Payments are appended to
 ``<data_dir>/approvals_demo_payments.jsonl`` for tests to count
@@ -30,15 +30,15 @@ from langgraph.graph import END, START, StateGraph
 
 from agentflow.consequence import floor_from_annotations
 from agentflow.decision import Decision
+from agentflow.nodes._common import NodeEnv, ai, last_user_text
+from agentflow.nodes.act import act_node
+from agentflow.nodes.approval import approval_node, needs_approval, request_for
 from agentflow.recording import NullRecorder, Recorder
 from agentflow.settings import Settings
 from agentflow.state import AgentState, Plan, PlanStep
-from nodes._common import NodeEnv, ai, last_user_text
-from nodes.act import act_node
-from nodes.approval import approval_node, needs_approval, request_for
-from tools.contract import ToolContext, ToolRegistry, tool
-from tools.executor import GuardedExecutor
-from tools.store import IdempotencyStore
+from agentflow.tools.contract import ToolContext, ToolRegistry, tool
+from agentflow.tools.executor import GuardedExecutor
+from agentflow.tools.store import IdempotencyStore
 
 __all__ = [
     "build",

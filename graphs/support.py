@@ -21,7 +21,6 @@ import json
 import os
 from dataclasses import replace
 from functools import partial
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,8 +28,11 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.graph import StateGraph
 
 from agentflow.builder import AgentParts, agent
+from agentflow.nodes.planner import Flow, MissingFields
+from agentflow.nodes.router import Route
 from agentflow.settings import Settings
 from agentflow.state import AgentState, Plan, PlanStep
+from agentflow.tools.contract import ToolContext, ToolRegistry, tool
 from graphs.support_extract import (
     CALIBRATION,
     LABELLED,
@@ -41,10 +43,7 @@ from graphs.support_extract import (
     extract_refund,
     extractors,
 )
-from graphs.support_store import Refusal, SupportStore, store
-from nodes.planner import Flow, MissingFields
-from nodes.router import Route
-from tools.contract import ToolContext, ToolRegistry, tool
+from graphs.support_store import DATA, Refusal, SupportStore, store
 
 __all__ = [
     "CALIBRATION",
@@ -62,7 +61,7 @@ __all__ = [
 
 
 def _jsonl(name: str) -> list[dict[str, Any]]:
-    text = files("graphs").joinpath("data", name).read_text(encoding="utf-8")
+    text = (DATA / name).read_text(encoding="utf-8")
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 

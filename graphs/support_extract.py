@@ -15,14 +15,13 @@ import hashlib
 import logging
 import re
 from functools import cache
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from agentflow import AgentflowError, Decision, FieldCalibration, Settings, probability_bin
-from graphs.support_store import DEMO_CUSTOMER, store
+from graphs.support_store import DATA, DEMO_CUSTOMER, store
 
 __all__ = [
     "CALIBRATION",
@@ -40,9 +39,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-LABELLED = Path(str(files("graphs").joinpath("data", "support_extractions.jsonl")))
+LABELLED = DATA / "support_extractions.jsonl"
 """The labelled extractions the confidences are measured on."""
-CALIBRATION = Path(str(files("graphs").joinpath("data", "support_extract_calibration.json")))
+CALIBRATION = DATA / "support_extract_calibration.json"
 """Where ``agentflow eval extract --write-calibration`` keeps the measured counts."""
 
 _ORDER = re.compile(r"(?<![\w$])#?([A-Z]\d{4,6}|\d{5,6})\b", re.IGNORECASE)
@@ -74,6 +73,7 @@ _ADDRESS_START = re.compile(
     r"(?:\b(?:Unit|Suite|Apt|Flat|Apartment)\s+\w+,\s+)?"
     r"(?:\bP\.?\s?O\.?\s+Box\s+\d+|(?<![\w#$.,-])\d{1,5}[A-Za-z]?(?=\s+[A-Z]))"
 )
+
 # Another request after the address ("... E1 1AA and refund $30 for order 58812") ends it.
 _NEXT_REQUEST = (
     r"|(?i:\s+(?:and|also|plus|then|&)\s+(?:also\s+)?(?:please\s+|can you\s+|could you\s+)?"

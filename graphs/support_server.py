@@ -14,8 +14,8 @@ creates or migrates: this import is that start-up.
 
 from __future__ import annotations
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.settings import Settings
-from checkpoints.ledger import Ledger
 from graphs.support import build
 
 __all__ = ["graph"]

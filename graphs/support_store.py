@@ -16,11 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from functools import cache
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from agentflow.settings import Settings
+
+DATA = Path(__file__).resolve().parent / "data"
+"""The reference agent's data, beside its module (graphs are loaded by path, not installed)."""
 
 __all__ = ["DEMO_CUSTOMER", "Refusal", "SupportStore", "store"]
 
@@ -43,7 +45,7 @@ DEMO_CUSTOMER = "alex@example.com"
 
 def _workload_order_ids() -> list[str]:
     """Order ids mentioned by the shipped workload: they exist in the demo back office."""
-    path = files("graphs").joinpath("data", "support_workload.jsonl")
+    path = DATA / "support_workload.jsonl"
     if not path.is_file():
         return []
     ids = []

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from nodes._common import LlmAnswer
+from agentflow.nodes._common import LlmAnswer
 
 __all__ = [
     "DATA_RULE",

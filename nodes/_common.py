@@ -357,7 +357,7 @@ def last_user_text(state: AgentState) -> str:
 
 
 def turn_of(state: AgentState) -> str:
-    """The id of the latest user message: the turn a plan answers (see :mod:`tools.keys`)."""
+    """The id of the latest user message: the turn a plan answers (see :mod:`agentflow.tools.keys`)."""
     for message in reversed(state.get("messages", [])):
         if isinstance(message, HumanMessage):
             return str(message.id or "")

@@ -18,11 +18,11 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from agentflow.errors import KeyInFlightError, StoreUnavailableError
+from agentflow.nodes._common import NodeEnv, turn_of
+from agentflow.nodes.approval import approval_record, request_for
 from agentflow.recording import RunContext
 from agentflow.state import AgentState, Observation, Plan
-from nodes._common import NodeEnv, turn_of
-from nodes.approval import approval_record, request_for
-from tools.executor import GuardedExecutor, ToolCall
+from agentflow.tools.executor import GuardedExecutor, ToolCall
 
 __all__ = ["act_node"]
 

@@ -53,12 +53,12 @@ from agentflow.errors import (
     DigestMismatchError,
     UnknownApprovalError,
 )
+from agentflow.nodes._common import NodeEnv, request_text, turn_of
 from agentflow.recording import ApprovalRecord
 from agentflow.state import AgentState
-from nodes._common import NodeEnv, request_text, turn_of
-from tools.contract import ToolRegistry
-from tools.keys import action_digest, canonical_json, fingerprint
-from tools.store import AnswerResult, Grant, IdempotencyStore
+from agentflow.tools.contract import ToolRegistry
+from agentflow.tools.keys import action_digest, canonical_json, fingerprint
+from agentflow.tools.store import AnswerResult, Grant, IdempotencyStore
 
 __all__ = [
     "APPROVE_PERMISSION",
@@ -257,7 +257,7 @@ def build_request(
 ) -> ApprovalRequest:
     """The approval request for an assessed call (deterministic: same inputs, same id).
 
-    The id names the thread, the turn (:mod:`tools.keys`), the plan step, the action's
+    The id names the thread, the turn (:mod:`agentflow.tools.keys`), the plan step, the action's
     digest and its renewal: the same refund asked for again in a later turn, or asked
     again after its approval expired, is a new question with a new id.
     """

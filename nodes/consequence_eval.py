@@ -27,7 +27,7 @@ from agentflow.evaluation import evaluate_grouped
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from nodes.consequence_modeler import ConsequenceModeler, describe_call
+from agentflow.nodes.consequence_modeler import ConsequenceModeler, describe_call
 
 __all__ = ["HeldOut", "evaluate_consequence"]
 

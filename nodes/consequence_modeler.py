@@ -36,9 +36,9 @@ from agentflow.decision import Decision, EscalationPolicy, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
 from agentflow.money import money_floor, money_signals
+from agentflow.nodes._common import NodeEnv, llm_choice
+from agentflow.nodes.approval import approval_record, needs_approval, request_for
 from agentflow.state import AgentState, Plan
-from nodes._common import NodeEnv, llm_choice
-from nodes.approval import approval_record, needs_approval, request_for
 
 __all__ = ["Assessment", "ConsequenceModeler", "consequence_node", "describe_call"]
 
@@ -301,7 +301,7 @@ def consequence_node(
     """A node assessing the plan step at the cursor; unknown tools fail the step.
 
     ``remember(thread_id, tool, args, class)`` keeps the verdict outside graph state,
-    where the executor reads it (:meth:`tools.store.IdempotencyStore.assess`), so a state
+    where the executor reads it (:meth:`agentflow.tools.store.IdempotencyStore.assess`), so a state
     write that lowers the class afterwards changes nothing.
     """
 

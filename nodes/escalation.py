@@ -12,10 +12,10 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
+from agentflow.nodes._answer import DATA_RULE, ESCALATION_EXAMPLES, facts_prompt, present
+from agentflow.nodes._common import NodeEnv, ai, ask_llm, request_text
+from agentflow.nodes._requests import with_left_over
 from agentflow.state import AgentState
-from nodes._answer import DATA_RULE, ESCALATION_EXAMPLES, facts_prompt, present
-from nodes._common import NodeEnv, ai, ask_llm, request_text
-from nodes._requests import with_left_over
 
 __all__ = ["SYSTEM", "escalation_node"]
 

@@ -21,8 +21,8 @@ from agentflow.decision import Decision, EscalationPolicy, resolve
 from agentflow.inputs import head_input
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
+from agentflow.nodes._common import NodeEnv, llm_choice
 from agentflow.state import AgentState, Plan
-from nodes._common import NodeEnv, llm_choice
 
 __all__ = [
     "LoopEvaluator",

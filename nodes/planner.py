@@ -27,10 +27,10 @@ from pydantic import ValidationError
 
 from agentflow.decision import Decision, EscalationPolicy
 from agentflow.errors import AgentflowError, DataError
+from agentflow.nodes._answer import DATA_RULE, tool_data
+from agentflow.nodes._common import NodeEnv, ask_llm, request_text
 from agentflow.state import AgentState, Plan
-from nodes._answer import DATA_RULE, tool_data
-from nodes._common import NodeEnv, ask_llm, request_text
-from tools.contract import ToolRegistry
+from agentflow.tools.contract import ToolRegistry
 
 __all__ = [
     "Extractor",

@@ -14,12 +14,12 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
 
+from agentflow.nodes._answer import DATA_RULE, RESPOND_EXAMPLES, facts_prompt, present
+from agentflow.nodes._common import NodeEnv, ai, ask_llm, request_text
+from agentflow.nodes._requests import with_left_over
+from agentflow.nodes.context import DocumentIndex
+from agentflow.nodes.planner import Flow
 from agentflow.state import AgentState
-from nodes._answer import DATA_RULE, RESPOND_EXAMPLES, facts_prompt, present
-from nodes._common import NodeEnv, ai, ask_llm, request_text
-from nodes._requests import with_left_over
-from nodes.context import DocumentIndex
-from nodes.planner import Flow
 
 __all__ = ["SYSTEM", "respond_node"]
 

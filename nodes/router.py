@@ -21,9 +21,9 @@ from langchain_core.runnables import RunnableConfig
 from agentflow.decision import Decision, EscalationPolicy, Resolution, resolve
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
+from agentflow.nodes._common import NodeEnv, last_user_text, llm_choice
+from agentflow.nodes._requests import is_yes, separate
 from agentflow.state import AgentState
-from nodes._common import NodeEnv, last_user_text, llm_choice
-from nodes._requests import is_yes, separate
 
 __all__ = ["LLM_ROUTE", "MAX_ROUTED_CHARS", "Route", "Router", "router_node"]
 
@@ -45,7 +45,7 @@ class Route:
     examples: tuple[str, ...] = ()
     """Example utterances; the encoder head is trained on them."""
     target: Any = None
-    """What handles the route: a ``nodes.planner.Flow``, ``"llm"``, ``"planner"`` or a graph."""
+    """What handles the route: a ``agentflow.nodes.planner.Flow``, ``"llm"``, ``"planner"`` or a graph."""
     documents: tuple[dict[str, str], ...] = field(default=())
     """Documents to prune and hand to the LLM for this route (id, title, text)."""
 
@@ -167,7 +167,7 @@ def router_node(
     routed and extracted together with "change the address of #63820"; when it asked
     the user to confirm fields, a plain yes keeps the request, its route and its fields.
     A message asking for two things the agent would do (routes in ``actionable``) is cut
-    in two (:func:`nodes._requests.separate`): this turn handles the first, the rest
+    in two (:func:`agentflow.nodes._requests.separate`): this turn handles the first, the rest
     waits in ``deferred`` until the user says to go on. What earlier turns left behind
     (verdict, outcome) is cleared.
     """

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import setup_savers
+from agentflow.nodes.approval import ApprovalAnswer
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
-from nodes.approval import ApprovalAnswer
 from tests.fixtures.heads import data_dir_with_heads
 
 README = Path(__file__).resolve().parents[1] / "README.md"

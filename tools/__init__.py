@@ -16,11 +16,15 @@ class under a key derived from (thread, step, tool, arguments), against an
 This package imports only agentflow's core (errors, settings, consequence, recording).
 """
 
-from tools.contract import ToolContext, ToolRegistry, ToolSpec, from_langchain, tool
-from tools.embedded import embedded_valkey_url, ensure_embedded_valkey, stop_embedded_valkey
-from tools.executor import ExecutionResult, GuardedExecutor, ToolCall
-from tools.keys import canonical_json, derive_key, fingerprint, key_prefix
-from tools.store import (
+from agentflow.tools.contract import ToolContext, ToolRegistry, ToolSpec, from_langchain, tool
+from agentflow.tools.embedded import (
+    embedded_valkey_url,
+    ensure_embedded_valkey,
+    stop_embedded_valkey,
+)
+from agentflow.tools.executor import ExecutionResult, GuardedExecutor, ToolCall
+from agentflow.tools.keys import canonical_json, derive_key, fingerprint, key_prefix
+from agentflow.tools.store import (
     AsyncIdempotencyStore,
     BeginResult,
     BeginStatus,

@@ -1,6 +1,6 @@
 """The operations the guarded executor's protocol yields, and how its drivers carry them out.
 
-:class:`~tools.executor.GuardedExecutor` writes the protocol once, as a generator of
+:class:`~agentflow.tools.executor.GuardedExecutor` writes the protocol once, as a generator of
 :data:`Op` values (store operations and tool runs); :func:`perform` carries one out
 synchronously and :func:`aperform` on the event loop. :class:`Finisher` builds and
 records the result of one execution; :func:`settled` is that result when the store
@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic_core import to_jsonable_python
 
@@ -27,13 +27,11 @@ from agentflow.errors import (
     ToolExecutionError,
 )
 from agentflow.recording import Recorder, RunContext, ToolCallRecord, ToolOutcome
-from tools.contract import ToolContext, ToolSpec
-from tools.journal import EffectEntry, EffectJournal, EffectOutcome
-from tools.leases import Lease, keep_lease
-from tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore
-
-if TYPE_CHECKING:
-    from tools.executor import ExecutionResult, ToolCall
+from agentflow.tools.calls import ExecutionResult, ToolCall
+from agentflow.tools.contract import ToolContext, ToolSpec
+from agentflow.tools.journal import EffectEntry, EffectJournal, EffectOutcome
+from agentflow.tools.leases import Lease, keep_lease
+from agentflow.tools.store import AsyncIdempotencyStore, BeginResult, IdempotencyStore
 
 __all__ = [
     "Begin",
@@ -128,7 +126,7 @@ class Run:
 
 @dataclass(frozen=True)
 class Durable:
-    """Ask why the store can lose writes (None: it keeps them; :mod:`tools.durability`)."""
+    """Ask why the store can lose writes (None: it keeps them; :mod:`agentflow.tools.durability`)."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +139,7 @@ class Peek:
 
 @dataclass(frozen=True)
 class Lookup:
-    """Ask the effects journal what ``key`` did (:mod:`tools.journal`)."""
+    """Ask the effects journal what ``key`` did (:mod:`agentflow.tools.journal`)."""
 
     key: str
     """The idempotency key."""
@@ -373,9 +371,6 @@ class Finisher:
         flagged: bool = False,
     ) -> ExecutionResult:
         """The result of the execution, recorded; ``ran`` fills in output and error."""
-        # Imported here: tools.executor imports this module before defining its models.
-        from tools.executor import ExecutionResult
-
         if ran is not None:
             output = to_jsonable_python(ran.output, fallback=repr) if ran.error is None else None
             error = error if ran.error is None else describe(ran.error)

@@ -1,6 +1,6 @@
 """The idempotency store's Lua scripts: each is one atomic transition of a key's record.
 
-The record layout and the semantics are described in :mod:`tools.store`, which runs them
+The record layout and the semantics are described in :mod:`agentflow.tools.store`, which runs them
 with EVALSHA. Time comes from the server (``TIME``), never from a worker's clock.
 """
 

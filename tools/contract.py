@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from agentflow.consequence import ToolAnnotations
 from agentflow.errors import ToolError, ToolRegistrationError
-from tools.keys import action_digest
+from agentflow.tools.keys import action_digest
 
 __all__ = ["ToolContext", "ToolRegistry", "ToolSpec", "from_langchain", "tool"]
 
@@ -119,7 +119,7 @@ class ToolSpec:
 
     def digest(self, args: dict[str, Any]) -> str:
         """The action digest of a call with ``args``: what the executor compares grants and
-        kept classes with (:func:`tools.keys.action_digest` of the canonical JSON form)."""
+        kept classes with (:func:`agentflow.tools.keys.action_digest` of the canonical JSON form)."""
         return action_digest(self.name, self.parse_args(args)[1])
 
     def bind(self, kwargs: dict[str, Any], ctx: ToolContext | None) -> dict[str, Any]:

@@ -37,7 +37,7 @@ statement that nothing happened and a retry is safe. Outputs are returned in the
 form, so a first run and its replay return equal values.
 
 The protocol is written once, as a generator of store and tool operations
-(:mod:`tools._protocol`); ``execute`` and ``aexecute`` only drive it, synchronously or
+(:mod:`agentflow.tools._protocol`); ``execute`` and ``aexecute`` only drive it, synchronously or
 on an event loop.
 """
 
@@ -48,7 +48,6 @@ import contextlib
 from collections.abc import Generator
 from typing import Any
 
-from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 
 from agentflow.consequence import ConsequenceClass, apply_floor, floor_from_annotations
@@ -59,8 +58,8 @@ from agentflow.errors import (
     StoreUnavailableError,
     ToolError,
 )
-from agentflow.recording import Recorder, RunContext, ToolOutcome
-from tools._protocol import (
+from agentflow.recording import Recorder, RunContext
+from agentflow.tools._protocol import (
     Begin,
     Complete,
     Durable,
@@ -83,11 +82,12 @@ from tools._protocol import (
     perform,
     settled,
 )
-from tools.contract import ToolContext, ToolRegistry, ToolSpec
-from tools.durability import DURABILITY_FIX
-from tools.journal import EffectEntry, EffectJournal, EffectOutcome
-from tools.keys import action_digest, derive_key, grant_key, key_prefix
-from tools.store import (
+from agentflow.tools.calls import ExecutionResult, ToolCall
+from agentflow.tools.contract import ToolContext, ToolRegistry, ToolSpec
+from agentflow.tools.durability import DURABILITY_FIX
+from agentflow.tools.journal import EffectEntry, EffectJournal, EffectOutcome
+from agentflow.tools.keys import action_digest, derive_key, grant_key, key_prefix
+from agentflow.tools.store import (
     AsyncIdempotencyStore,
     BeginResult,
     IdempotencyStore,
@@ -96,43 +96,6 @@ from tools.store import (
 )
 
 __all__ = ["ExecutionResult", "GuardedExecutor", "ToolCall"]
-
-
-class ToolCall(BaseModel):
-    """One call the plan asks for."""
-
-    tool: str
-    """Registered tool name."""
-    args: dict[str, Any] = Field(default_factory=dict)
-    """Arguments, validated against the tool's input model."""
-    step: int = 0
-    """Plan step; part of the derived key, so the same call at another step is another call."""
-    turn: str = ""
-    """The user message the plan answers (see :mod:`tools.keys`); part of the derived key."""
-    key: str | None = None
-    """Explicit idempotency key (e.g. from a client's Idempotency-Key); default: derived."""
-
-
-class ExecutionResult(BaseModel):
-    """What happened to one call."""
-
-    status: ToolOutcome
-    """ok, replayed, failed, refused, needs_approval, outcome_unknown, in_flight."""
-    output: Any = None
-    """The tool's output in JSON form (stored output when replayed)."""
-    error: str | None = None
-    """Why it did not succeed, or a warning next to ``ok`` (result not stored)."""
-    key: str | None = None
-    """The idempotency key (None for safe calls)."""
-    consequence: ConsequenceClass
-    """The class it ran under (the declared floor applied)."""
-    attempts: int = 0
-    """How many times the tool was called by this execution."""
-    retryable: bool = False
-    """True when executing the same call again later is allowed and may succeed (for
-    ``needs_approval``: after a fresh approval, because the one given has expired)."""
-    flagged: bool = False
-    """A human should look: a write failed, or its outcome is unknown."""
 
 
 _Protocol = Generator[Op, Any, ExecutionResult]
@@ -168,7 +131,7 @@ class GuardedExecutor:
         self.assessed_only = assessed_only
         """Trust only classes the consequence node kept in the store (see the module doc)."""
         self.journal = journal
-        """Durable outcomes of non-safe calls (:mod:`tools.journal`); None: the store only."""
+        """Durable outcomes of non-safe calls (:mod:`agentflow.tools.journal`); None: the store only."""
         if store is not None and store.namespace != self.namespace:
             raise ConfigurationError(
                 f"executor namespace {self.namespace!r} differs from the store's "
@@ -191,7 +154,7 @@ class GuardedExecutor:
         used): a second effect needs a second approval, under another id.
 
         For code that authenticated ``approver`` itself (a custom graph, a script); the
-        graphs' approval gate does this through :func:`nodes.approval.accept_answer`. Raises
+        graphs' approval gate does this through :func:`agentflow.nodes.approval.accept_answer`. Raises
         :class:`ToolError` for an unknown tool or invalid arguments.
         """
         if not isinstance(self.store, IdempotencyStore):

@@ -3,7 +3,7 @@
 The idempotency store is fast and shared, but its records expire (the retention window)
 and a Redis can lose writes. Checkpoints that can resume a call never expire. So every
 call that is not ``safe`` also leaves its outcome, by idempotency key, in a journal kept
-in the SQL ledger (:class:`checkpoints.ledger.Ledger` implements :class:`EffectJournal`):
+in the SQL ledger (:class:`agentflow.checkpoints.ledger.Ledger` implements :class:`EffectJournal`):
 
 - ``started`` once the lease is held and *before* the tool runs, so a process killed
   inside the tool (after its effect) leaves a trace the store's expiry cannot erase;
@@ -18,7 +18,7 @@ ago it ran; a ``started`` key is asked of the store (a live lease is in flight, 
 else is an unknown outcome). Retention in Redis becomes a cache window, never the memory
 of what happened. A ``retry_safe`` call whose tool forwards its key may reclaim a key the
 journal says was started (the store arbitrates, as it always does for those). A human
-resolves an unknown outcome with :meth:`tools.executor.GuardedExecutor.settle` (or allows
+resolves an unknown outcome with :meth:`agentflow.tools.executor.GuardedExecutor.settle` (or allows
 a re-run with ``forget``), which changes the store and the journal together.
 """
 

@@ -1,6 +1,6 @@
 """Leases that follow their holder: renewed while the holder works, ended when it dies.
 
-A lease in the idempotency store (:meth:`tools.store.IdempotencyStore.begin`) has a
+A lease in the idempotency store (:meth:`agentflow.tools.store.IdempotencyStore.begin`) has a
 deadline; :func:`keep_lease` pushes it on every third of its length for as long as the
 block runs, from one keeper thread per process. A slow holder is never taken for a lost
 one, and a holder that dies stops renewing, so its lease ends on time and another
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tools.store import IdempotencyStore
+    from agentflow.tools.store import IdempotencyStore
 
 __all__ = ["Lease", "keep_lease"]
 

@@ -44,16 +44,17 @@ from redis.retry import Retry
 from agentflow.consequence import ConsequenceClass, severity
 from agentflow.errors import IdempotencyError, StoreUnavailableError
 from agentflow.settings import Settings
-from tools._store_scripts import ANSWER as _ANSWER
-from tools._store_scripts import ASSESS as _ASSESS
-from tools._store_scripts import BEGIN as _BEGIN
-from tools._store_scripts import COMPLETE as _COMPLETE
-from tools._store_scripts import FAIL as _FAIL
-from tools._store_scripts import PEEK as _PEEK
-from tools._store_scripts import RENEW as _RENEW
-from tools._store_scripts import SETTLE as _SETTLE
-from tools.durability import Durability, aread_durability, read_durability
-from tools.keys import answer_key, assessment_key, grant_key, key_prefix
+from agentflow.tools._store_scripts import ANSWER as _ANSWER
+from agentflow.tools._store_scripts import ASSESS as _ASSESS
+from agentflow.tools._store_scripts import BEGIN as _BEGIN
+from agentflow.tools._store_scripts import COMPLETE as _COMPLETE
+from agentflow.tools._store_scripts import FAIL as _FAIL
+from agentflow.tools._store_scripts import PEEK as _PEEK
+from agentflow.tools._store_scripts import RENEW as _RENEW
+from agentflow.tools._store_scripts import SETTLE as _SETTLE
+from agentflow.tools.durability import Durability, aread_durability, read_durability
+from agentflow.tools.embedded import ensure_embedded_valkey
+from agentflow.tools.keys import answer_key, assessment_key, grant_key, key_prefix
 
 __all__ = [
     "AnswerResult",
@@ -261,7 +262,7 @@ class _StoreBase:
         if not key.startswith(self._prefix):
             raise IdempotencyError(
                 f"key {key!r} is outside this store's namespace {self.namespace!r}",
-                hint="derive keys with tools.keys.derive_key(store.namespace, ...)",
+                hint="derive keys with agentflow.tools.keys.derive_key(store.namespace, ...)",
             )
 
     def _begin_args(self, fp: str, token: str, lease_s: float | None, reclaim: bool) -> list[str]:
@@ -334,7 +335,7 @@ class IdempotencyStore(_StoreBase):
         self.client = client
         """The redis-py client (``decode_responses=True``)."""
         self.require_durable = require_durable
-        """Refuse non-safe calls on a server that can lose writes (:mod:`tools.durability`)."""
+        """Refuse non-safe calls on a server that can lose writes (:mod:`agentflow.tools.durability`)."""
         self._durability: Durability | None = None
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
@@ -355,7 +356,6 @@ class IdempotencyStore(_StoreBase):
     @classmethod
     def from_settings(cls, settings: Settings) -> IdempotencyStore:
         """``settings.redis_url`` if set, else the embedded Valkey under ``data_dir``."""
-        from tools.embedded import ensure_embedded_valkey
 
         url = settings.redis_url or ensure_embedded_valkey(settings.data_dir)
         return cls.from_url(
@@ -404,7 +404,7 @@ class IdempotencyStore(_StoreBase):
     ) -> BeginResult:
         """Try to take the lease on ``key``; see :class:`BeginResult` for the answers.
 
-        ``grant`` (a :func:`tools.keys.grant_key`) makes a new lease need an unexpired
+        ``grant`` (a :func:`agentflow.tools.keys.grant_key`) makes a new lease need an unexpired
         approval grant for ``fingerprint`` not used by another key; it is consumed in the
         same atomic step.
         """
@@ -533,7 +533,7 @@ class AsyncIdempotencyStore(_StoreBase):
         self.client = client
         """The ``redis.asyncio`` client (``decode_responses=True``)."""
         self.require_durable = require_durable
-        """Refuse non-safe calls on a server that can lose writes (:mod:`tools.durability`)."""
+        """Refuse non-safe calls on a server that can lose writes (:mod:`agentflow.tools.durability`)."""
         self._durability: Durability | None = None
         self._begin = client.register_script(_BEGIN)
         self._complete = client.register_script(_COMPLETE)
@@ -553,7 +553,6 @@ class AsyncIdempotencyStore(_StoreBase):
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncIdempotencyStore:
         """``settings.redis_url`` if set, else the embedded Valkey under ``data_dir``."""
-        from tools.embedded import ensure_embedded_valkey
 
         url = settings.redis_url or ensure_embedded_valkey(settings.data_dir)
         return cls.from_url(
@@ -596,7 +595,7 @@ class AsyncIdempotencyStore(_StoreBase):
     ) -> BeginResult:
         """Try to take the lease on ``key``; see :class:`BeginResult` for the answers.
 
-        ``grant`` (a :func:`tools.keys.grant_key`) makes a new lease need an unexpired
+        ``grant`` (a :func:`agentflow.tools.keys.grant_key`) makes a new lease need an unexpired
         approval grant for ``fingerprint`` not used by another key; it is consumed in the
         same atomic step.
         """

@@ -18,9 +18,10 @@ from pydantic import BaseModel
 
 from agentflow.evaluation import percentiles
 from agentflow.examples import Example
+from agentflow.graph_module import load_graph_module
 from agentflow.heads import head_for, loop_examples
 from agentflow.models.encoder import load_encoder
-from agentflow.runtime import load_graph_module
+from agentflow.models.gguf import load_gguf
 from agentflow.settings import Settings
 
 __all__ = ["run"]
@@ -114,7 +115,6 @@ def run(
     )
     if not generative:
         return report
-    from agentflow.models.gguf import load_gguf
 
     gguf = load_gguf(settings)
     shots = "".join(f"{ex.text}\nverdict: {ex.label}\n\n" for ex in examples[:4])

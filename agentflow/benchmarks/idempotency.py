@@ -26,11 +26,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from checkpoints.ledger import Ledger
-from tools.contract import ToolContext, ToolRegistry, tool
-from tools.embedded import ensure_embedded_valkey, stop_embedded_valkey
-from tools.executor import GuardedExecutor, ToolCall
-from tools.store import IdempotencyStore
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.tools.contract import ToolContext, ToolRegistry, tool
+from agentflow.tools.embedded import ensure_embedded_valkey, stop_embedded_valkey
+from agentflow.tools.executor import GuardedExecutor, ToolCall
+from agentflow.tools.store import IdempotencyStore
 
 __all__ = ["TARGET_OVERHEAD_P50_MS", "run"]
 

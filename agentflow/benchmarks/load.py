@@ -48,12 +48,12 @@ import httpx
 import psycopg
 
 from agentflow.benchmarks._servers import free_port, local_postgres, local_redis
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import setup_savers
 from agentflow.errors import ConfigurationError
-from agentflow.runtime import load_graph_module
+from agentflow.graph_module import load_graph_module
 from agentflow.server.auth import hash_token
 from agentflow.settings import Settings
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
 
 __all__ = ["run"]
 

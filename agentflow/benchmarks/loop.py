@@ -1,7 +1,7 @@
 """`agentflow bench loop`: loop control measured on recorded multi-step runs.
 
 Each run is replayed step by step through the agent's own loop node
-(:func:`nodes.loop_evaluator.loop_node`) and, for steps that carry a tool definition, its
+(:func:`agentflow.nodes.loop_evaluator.loop_node`) and, for steps that carry a tool definition, its
 consequence modeler, with the heads the agent builds (``agentflow.builder``) and no LLM.
 A decision the escalation policy does not trust counts as one LLM call, since that is
 where the agent would ask it; what the LLM would answer is not known, so such a step's
@@ -23,7 +23,7 @@ A recorded observation that looks like an error is a failed step
 the way the loop node feeds an executor's error; anything else is fed as the tool's
 output, JSON-encoded as the loop node encodes it.
 
-The agent's default guards (:class:`nodes.loop_evaluator.LoopGuards`) are reported
+The agent's default guards (:class:`agentflow.nodes.loop_evaluator.LoopGuards`) are reported
 apart (``default_guards``) and do not cut a replay short, so that the heads are
 measured on every step of a long run.
 """
@@ -41,11 +41,12 @@ from agentflow.benchmarks.trajectories import Trajectory, load_trajectories, obs
 from agentflow.decision import Decision
 from agentflow.heads import consequence_examples, head_for, loop_examples
 from agentflow.models.encoder import load_encoder
+from agentflow.nodes._common import NodeEnv
+from agentflow.nodes.consequence_modeler import ConsequenceModeler, describe_call
+from agentflow.nodes.loop_evaluator import LoopEvaluator, LoopGuards, describe_step, loop_node
+from agentflow.retrain import head_in_use
 from agentflow.settings import Settings
 from agentflow.state import AgentState
-from nodes._common import NodeEnv
-from nodes.consequence_modeler import ConsequenceModeler, describe_call
-from nodes.loop_evaluator import LoopEvaluator, LoopGuards, describe_step, loop_node
 
 __all__ = ["TARGET_LLM_CALLS_PER_10_STEPS", "TARGET_PREMATURE_DONE", "run"]
 
@@ -204,7 +205,6 @@ def _guards(runs: list[Trajectory]) -> dict[str, Any]:
 
 def _deciders(settings: Settings, encoder: MemoEncoder) -> tuple[LoopEvaluator, ConsequenceModeler]:
     """The loop evaluator and consequence modeler with the heads the agent builds."""
-    from agentflow.retrain import head_in_use  # imports the runtime: only when run
 
     rows, extra = loop_examples()
     evaluator = LoopEvaluator(

@@ -36,19 +36,19 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from agentflow.builder import agent
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import open_saver, setup_savers
 from agentflow.consequence import ConsequenceClass
 from agentflow.decision import Decision
+from agentflow.nodes._common import NodeEnv
+from agentflow.nodes.consequence_modeler import Assessment, ConsequenceModeler
+from agentflow.nodes.loop_evaluator import LoopEvaluator
+from agentflow.nodes.planner import Flow
+from agentflow.nodes.router import Route
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
 from agentflow.state import AgentState, Plan, PlanStep
-from checkpoints.ledger import Ledger
-from checkpoints.savers import open_saver, setup_savers
-from nodes._common import NodeEnv
-from nodes.consequence_modeler import Assessment, ConsequenceModeler
-from nodes.loop_evaluator import LoopEvaluator
-from nodes.planner import Flow
-from nodes.router import Route
-from tools.contract import tool
+from agentflow.tools.contract import tool
 
 __all__ = ["TARGET_RATIO", "run"]
 

@@ -17,8 +17,11 @@ from typing import Any
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import setup_savers
 from agentflow.errors import DataError
-from agentflow.runtime import load_graph_module
+from agentflow.graph_module import load_graph_module
+from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
 
 __all__ = ["run"]
@@ -35,7 +38,6 @@ def _mode(
     slm_roles: bool,
     progress: Any,
 ) -> _Results:
-    from agentflow.runtime import AgentRuntime
 
     results = []
     with AgentRuntime.open(graph, settings=settings, llm=llm, slm_roles=slm_roles) as rt:
@@ -92,8 +94,6 @@ def run(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Run the workload in each mode; a JSON-ready report with the ratios."""
-    from checkpoints.ledger import Ledger
-    from checkpoints.savers import setup_savers
 
     progress = progress or (lambda *_: None)
     rows = [json.loads(line) for line in workload.read_text().splitlines() if line.strip()][:limit]

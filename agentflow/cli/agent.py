@@ -12,6 +12,7 @@ from rich.markup import escape
 from agentflow.cli._output import console, emit_json, fail
 from agentflow.errors import AgentflowError
 from agentflow.settings import Settings
+from agentflow.signing import signing_key
 
 DEFAULT_GRAPH = "graphs/support.py"
 
@@ -86,6 +87,7 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run a graph on one message; print the route, every decision, LLM calls and the outcome."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.runtime import AgentRuntime
 
     graph, message = _graph_and_message(args, graph)
@@ -108,6 +110,7 @@ def approvals(
     json_out: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List pending approvals across all threads."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.runtime import AgentRuntime
 
     try:
@@ -141,8 +144,9 @@ def resume(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Answer a pending approval, or with no answer, continue a thread stopped by an error."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
+    from agentflow.nodes.approval import ApprovalAnswer
     from agentflow.runtime import AgentRuntime
-    from nodes.approval import ApprovalAnswer
 
     chosen = [
         k
@@ -176,9 +180,9 @@ def resume(
 def setup() -> None:
     """Create or migrate the database (checkpoints + ledger) and make sure the key that
     signs trained heads exists. Safe to run again."""
-    from agentflow.signing import signing_key
-    from checkpoints.ledger import Ledger
-    from checkpoints.savers import setup_savers
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
+    from agentflow.checkpoints.ledger import Ledger
+    from agentflow.checkpoints.savers import setup_savers
 
     settings = Settings()
     settings.ensure_data_dir()
@@ -206,9 +210,10 @@ def assess(
     ),
 ) -> None:
     """Run the consequence modeler on tool definitions; print class, confidence, source, floor."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.models.encoder import load_encoder
+    from agentflow.nodes.consequence_modeler import ConsequenceModeler
     from agentflow.retrain import current_head
-    from nodes.consequence_modeler import ConsequenceModeler
 
     settings = Settings()
     try:

@@ -22,6 +22,7 @@ def decisions(
     generative: bool = typer.Option(True, "--generative/--no-generative", help="Include the GGUF."),
 ) -> None:
     """p50/p95 of an encoder-head decision, a GGUF choice and a GGUF schema extraction."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.benchmarks.decisions import run
 
     try:
@@ -37,6 +38,7 @@ def idempotency(
     n: int = typer.Option(2000, "--n", help="Calls timed."),
 ) -> None:
     """p50/p95 overhead of a guarded call over a bare call against the local store."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.benchmarks.idempotency import run
 
     try:
@@ -60,6 +62,7 @@ def workload(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Run the workload SLM-first and all-LLM; print no-LLM share, accuracy, LLM calls, tokens."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.benchmarks.workload import run
 
     try:
@@ -88,6 +91,7 @@ def loop(
 ) -> None:
     """Replay recorded multi-step runs through the loop evaluator and consequence modeler:
     LLM calls per 10 steps, premature and missed done, escalations."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.benchmarks.loop import run
 
     try:
@@ -105,6 +109,7 @@ def overhead(
 ) -> None:
     """p50 of the agent's graph with no-op deciders and tools against the same graph in
     plain LangGraph (same nodes, same checkpointer), and their ratio."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.benchmarks.overhead import run
 
     try:
@@ -140,6 +145,7 @@ def load(
 ) -> None:
     """Workers on one Postgres and one Redis, driven over HTTP while one is killed at random:
     runs/s, p50/p95, duplicates, lost, kills and the scaling from 1 to 2 workers."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.benchmarks.load import run
 
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agentflow.cli._output import console, fail
+from agentflow.cli.agent import _print_result, _weak_llm_warning, setup
 from agentflow.errors import AgentflowError
 from agentflow.settings import Settings
 
@@ -23,9 +24,9 @@ CONVERSATIONS: list[tuple[str, ...]] = [
 
 def demo() -> None:
     """Set up the embedded database and run the support agent over a few conversations."""
-    from agentflow.cli.agent import _print_result, _weak_llm_warning, setup
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
+    from agentflow.nodes.approval import ApprovalAnswer
     from agentflow.runtime import AgentRuntime
-    from nodes.approval import ApprovalAnswer
 
     settings = Settings()
     setup()

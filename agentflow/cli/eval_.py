@@ -10,6 +10,9 @@ from agentflow.cli._output import console, emit_json, emit_rows, emit_table, fai
 from agentflow.errors import AgentflowError, DataError
 from agentflow.evaluation import evaluate_router
 from agentflow.examples import load_examples, stratified_split
+from agentflow.extraction import FieldCalibration
+from agentflow.extraction_eval import evaluate_extraction, extraction_outcomes, load_labelled
+from agentflow.graph_module import load_graph_module
 from agentflow.models.encoder import load_encoder
 from agentflow.settings import Settings
 
@@ -89,8 +92,9 @@ def consequence(
     """Consequence modeler on the shipped tool set, on tools or domains held out of
     training: the head's accuracy, coverage and ECE, and what the agent finally does
     without an LLM (money_moving_stopped, reads_safe), averaged over several splits."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.heads import consequence_rows
-    from nodes.consequence_eval import evaluate_consequence
+    from agentflow.nodes.consequence_eval import evaluate_consequence
 
     if held_out not in ("tool", "domain"):
         fail(f"--held-out must be 'tool' or 'domain', not {held_out!r}")
@@ -120,10 +124,11 @@ def loop(
     import json as _json
     from importlib.resources import files
 
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.evaluation import evaluate_grouped
     from agentflow.heads import loop_examples
 
-    rows = files("nodes").joinpath("data", "loop_examples.jsonl").read_text().splitlines()
+    rows = files("agentflow.nodes").joinpath("data", "loop_examples.jsonl").read_text().splitlines()
     groups = [_json.loads(r)["goal"] for r in rows if r.strip()]
     examples, extra = loop_examples()
     report = evaluate_grouped(
@@ -152,10 +157,6 @@ def extract(
     """Per-field accuracy, calibration (ECE) and coverage of a graph's extractors on
     labelled extractions; the module provides ``extractors()``, ``LABELLED``,
     ``CALIBRATION`` and ``calibration_key()``."""
-    from agentflow.extraction import FieldCalibration
-    from agentflow.extraction_eval import evaluate_extraction, extraction_outcomes, load_labelled
-    from agentflow.runtime import load_graph_module
-
     try:
         module = load_graph_module(graph)
         for needed in ("extractors", "LABELLED", "CALIBRATION", "calibration_key"):

@@ -10,6 +10,7 @@ import typer
 from agentflow.cli._output import console, emit_json, fail
 from agentflow.cli.agent import DEFAULT_GRAPH
 from agentflow.errors import AgentflowError
+from agentflow.models.digest import folder_digest, sha256_file
 from agentflow.models.native import smoke_check
 from agentflow.settings import Settings
 
@@ -32,6 +33,7 @@ def check(
     """Verify every artifact: the signing key, the encoder (every file), the GGUF and every
     head in use (kept and cached; signature, sha256, encoder); one line each, exit 1 on a
     problem."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.integrity import check_artifacts  # the heads pull in the assembly floor
 
     settings = Settings()
@@ -73,7 +75,6 @@ def check(
 def hash_(path: Path = typer.Argument(..., help="A model folder or file.")) -> None:
     """Print the digest agentflow verifies a model by: a file's sha256, or for a folder
     the digest of every file in it (what AGENTFLOW_ENCODER_SHA256 must be)."""
-    from agentflow.models.digest import folder_digest, sha256_file
 
     if not path.exists():
         fail(f"{path} does not exist")

@@ -49,6 +49,7 @@ def parse_when(text: str | None, option: str) -> datetime | None:
 
 def _allowed(graph: str) -> dict[str, frozenset[str]]:
     """The values each head role can take, for roles whose examples load."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.retrain import role_examples
 
     allowed: dict[str, frozenset[str]] = {}
@@ -191,6 +192,8 @@ def review(
 ) -> None:
     """Show decisions with confidence and outcome, label them, and report accuracy,
     escalation rate and drift per role."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
+    from agentflow.checkpoints.ledger import Ledger
     from agentflow.retrain import current_head
     from agentflow.review import (
         apply_labels,
@@ -199,7 +202,6 @@ def review(
         parse_label,
         sample_unlabelled,
     )
-    from checkpoints.ledger import Ledger
 
     settings = Settings()
     reviewer = by or os.environ.get("USER") or "reviewer"
@@ -226,6 +228,7 @@ def review(
                     )
             heads, notes, encoder = {}, {}, None
             if with_drift and episodes:
+                # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
                 from agentflow.models.encoder import load_encoder
 
                 encoder = load_encoder(settings)
@@ -272,6 +275,7 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Retrain a head from examples + labels + LLM verdicts; keep it only if it is not worse."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.acceptance import AcceptancePolicy
     from agentflow.retrain import train as retrain
 
@@ -312,8 +316,9 @@ def report(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Requests, share without the LLM, tokens and cost vs all-LLM, latency, approvals."""
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
+    from agentflow.checkpoints.ledger import Ledger
     from agentflow.report import build_report
-    from checkpoints.ledger import Ledger
 
     try:
         start, end = parse_when(since, "--since"), parse_when(until, "--until")

@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from agentflow.cli._output import console, fail
+from agentflow.cli.agent import _weak_llm_warning
 from agentflow.errors import AgentflowError
 from agentflow.settings import Settings, TokenEntry
 
@@ -35,6 +36,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _print_new_token(name: str, scopes: str, customer: str | None) -> None:
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
     from agentflow.server.auth import hash_token, new_token
 
     try:
@@ -97,10 +99,10 @@ def serve(
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from agentflow.cli.agent import _weak_llm_warning
-    from agentflow.runtime import load_graph_module
+    # Deferred: a second or more of start-up (LangGraph, torch, llama.cpp); other commands skip it.
+    from agentflow.checkpoints.savers import parse_database_url
+    from agentflow.graph_module import load_graph_module
     from agentflow.server.app import APP_FACTORY, GRAPH_ENV, create_app, graph_name
-    from checkpoints.savers import parse_database_url
 
     settings = Settings()
     if host not in ("0.0.0.0", "::", "") and host not in settings.allowed_hosts:

@@ -6,8 +6,8 @@ atomic transition on the server:
 
 - **A thread claim** (:meth:`Claims.thread`): one worker at a time moves a thread (a
   run, an approval answer, a recovery). It is a lease on ``{ns}:idem:thread:…`` taken
-  with :meth:`~tools.store.IdempotencyStore.begin`, renewed while the worker holds it
-  (:func:`tools.leases.keep_lease`) and released when it is done; a worker that dies
+  with :meth:`~agentflow.tools.store.IdempotencyStore.begin`, renewed while the worker holds it
+  (:func:`agentflow.tools.leases.keep_lease`) and released when it is done; a worker that dies
   stops renewing, and the lease ends after ``lease_seconds``, when another may take it.
 - **A submission key** (:meth:`Claims.submission`): ``POST /runs`` with an
   ``Idempotency-Key`` header, with the semantics the tools have (Stripe, IETF draft): the
@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentflow.errors import KeyInFlightError
-from tools.keys import canonical_json, key_prefix
-from tools.leases import Lease, keep_lease
-from tools.store import BeginResult, IdempotencyStore
+from agentflow.tools.keys import canonical_json, key_prefix
+from agentflow.tools.leases import Lease, keep_lease
+from agentflow.tools.store import BeginResult, IdempotencyStore
 
 __all__ = ["Claims", "Submission"]
 

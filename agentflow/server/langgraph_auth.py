@@ -22,7 +22,7 @@ Someone else's thread is filtered out (the server answers 404), never shown. The
 scopes become the server user's permissions: a resume by a user without ``approve`` is
 refused by the approval node itself, which takes the approver's name from the server's
 authenticated user, never from the resume value, and only then writes the grant the
-executor needs (:mod:`nodes.approval`). A state update is an operator's tool (``approve``),
+executor needs (:mod:`agentflow.nodes.approval`). A state update is an operator's tool (``approve``),
 and even then it cannot approve anything: approvals are grants in the store, not state.
 """
 
@@ -32,9 +32,9 @@ from typing import Any
 
 from langgraph_sdk import Auth
 
+from agentflow.nodes.approval import APPROVE_PERMISSION
 from agentflow.server.auth import AuthRefusal, Identity, authenticate
 from agentflow.settings import Scope, Settings
-from nodes.approval import APPROVE_PERMISSION
 
 __all__ = ["auth"]
 

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agentflow.nodes.approval import ApprovalKind
 from agentflow.runtime import RunResult
-from nodes.approval import ApprovalKind
 
 __all__ = [
     "THREAD_ID_PATTERN",

@@ -28,13 +28,13 @@ from agentflow.errors import (
     KeyMismatchError,
     LedgerError,
 )
+from agentflow.nodes.approval import ApprovalAnswer
 from agentflow.recording import ApprovalRecord, RunContext
 from agentflow.runtime import AgentRuntime, RunResult
 from agentflow.server.auth import AuthRefusal, Identity
 from agentflow.server.claims import Claims, Submission
 from agentflow.server.schemas import AnswerRequest, PendingApproval, RunRequest, ThreadView
 from agentflow.server.traces import TraceLinker
-from nodes.approval import ApprovalAnswer
 
 __all__ = ["AgentService", "ThreadBusyError", "UnknownGraphError", "UnknownThreadError"]
 

@@ -17,7 +17,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
-from checkpoints.schema import VERSION_TABLE
+from agentflow.checkpoints.schema import VERSION_TABLE
 
 __all__ = [
     "MIGRATIONS_DIR",

@@ -1,6 +1,6 @@
 """Alembic environment for the ledger: runs on the connection the caller hands over.
 
-``checkpoints.migrations.upgrade`` passes its connection in ``config.attributes``; a
+``agentflow.checkpoints.migrations.upgrade`` passes its connection in ``config.attributes``; a
 plain ``sqlalchemy.url`` main option works too (for ``alembic revision
 --autogenerate`` during development).
 """
@@ -11,7 +11,7 @@ from alembic import context
 from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
-from checkpoints.schema import VERSION_TABLE, metadata
+from agentflow.checkpoints.schema import VERSION_TABLE, metadata
 
 # Any constant works; it only has to be the same for every agentflow process.
 _PG_LOCK_ID = 0x6167_6E74_666C_6F77 & 0x7FFF_FFFF_FFFF_FFFF

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from agentflow.cli import app
 from agentflow.cli.demo import CONVERSATIONS
 from agentflow.models.llm import tidy_answer
+from agentflow.nodes._answer import STAND_IN_LABEL
+from agentflow.nodes.respond import SYSTEM as RESPOND_SYSTEM
 from graphs import support
-from nodes._answer import STAND_IN_LABEL
-from nodes.respond import SYSTEM as RESPOND_SYSTEM
 from tests.fixtures.heads import data_dir_with_heads
 
 runner = CliRunner()

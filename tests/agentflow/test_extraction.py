@@ -8,7 +8,7 @@ import pytest
 
 from agentflow import DataError, Decision, EscalationPolicy, FieldCalibration, probability_bin
 from agentflow.extraction_eval import evaluate_extraction
-from nodes.planner import unsure_fields
+from agentflow.nodes.planner import unsure_fields
 
 
 def test_confidence_is_the_smoothed_share_right_per_evidence() -> None:

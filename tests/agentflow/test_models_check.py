@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.cli import app
 from agentflow.errors import ArtifactError
 from agentflow.examples import Example
@@ -28,7 +29,6 @@ from agentflow.models.registry import EMBEDDED_ENCODER, EMBEDDED_GGUF, ModelFile
 from agentflow.retrain import active_head
 from agentflow.settings import Settings
 from agentflow.signing import signing_key
-from checkpoints.ledger import Ledger
 
 ROUTES = {
     "order_status": ["where is my order", "has my package shipped yet", "tracking number please",
@@ -45,7 +45,7 @@ ROUTES = {
                 "what features come with Plus"],
 }  # fmt: skip
 GRAPH = '''"""A graph for the check: routes only."""
-from nodes.router import Route
+from agentflow.nodes.router import Route
 
 ROUTES = {routes!r}
 

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.cli import app
 from agentflow.decision import Decision
 from agentflow.recording import ApprovalRecord, LlmCallRecord, RunContext, ToolCallRecord
 from agentflow.report import build_report
-from checkpoints.ledger import Ledger
 
 SINCE = datetime(2026, 3, 2, tzinfo=UTC)
 UNTIL = datetime(2026, 3, 3, tzinfo=UTC)

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from agentflow import agent
 from agentflow.acceptance import AcceptancePolicy
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.cli import app
 from agentflow.decision import Decision, EscalationPolicy
 from agentflow.errors import ArtifactError, ConfigurationError, DataError, SignatureError
@@ -28,6 +29,10 @@ from agentflow.heads import head_for, loop_examples
 from agentflow.inputs import head_input
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
+from agentflow.nodes._common import NodeEnv
+from agentflow.nodes.consequence_modeler import describe_call
+from agentflow.nodes.loop_evaluator import describe_step, echo_share, format_call, loop_features
+from agentflow.nodes.router import Route, Router, router_node
 from agentflow.recording import RunContext
 from agentflow.retrain import (
     active_head,
@@ -39,14 +44,9 @@ from agentflow.retrain import (
 )
 from agentflow.settings import Settings
 from agentflow.signing import signing_key
-from checkpoints.ledger import Ledger
-from nodes._common import NodeEnv
-from nodes.consequence_modeler import describe_call
-from nodes.loop_evaluator import describe_step, echo_share, format_call, loop_features
-from nodes.router import Route, Router, router_node
+from agentflow.tools.contract import ToolRegistry
+from agentflow.tools.executor import GuardedExecutor
 from tests.fixtures.heads import data_dir_with_heads
-from tools.contract import ToolRegistry
-from tools.executor import GuardedExecutor
 
 EXAMPLES = {
     "order_status": ["where is my order", "has my package shipped yet", "tracking number for my order please",
@@ -100,7 +100,7 @@ KNOWN = [("where's my parcel, it's been a week", "order_status"), ("refund my la
          ("any discounts for nonprofits?", "pricing"), ("I demand to talk to a manager now", "complaint")]  # fmt: skip
 
 GRAPH_MODULE = '''"""A test graph: routes only."""
-from nodes.router import Route
+from agentflow.nodes.router import Route
 
 EXAMPLES = {examples!r}
 DESCRIPTIONS = {descriptions!r}

@@ -11,19 +11,19 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.cli import app
 from agentflow.cli.review_cmd import parse_when
 from agentflow.decision import Decision, ModelRef
 from agentflow.errors import DataError
 from agentflow.recording import RunContext
 from agentflow.review import interpret_answer, parse_label
-from checkpoints.ledger import Ledger
 
 DAY1 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY2 = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
 
 GRAPH_MODULE = '''"""A test graph: routes only."""
-from nodes.router import Route
+from agentflow.nodes.router import Route
 
 EXAMPLES = {examples!r}
 

@@ -10,9 +10,9 @@ from typing import Any
 
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from agentflow.nodes.approval import ApprovalAnswer
 from agentflow.runtime import AgentRuntime
 from agentflow.tracing import trace_id_for
-from nodes.approval import ApprovalAnswer
 from tests.fixtures.support_env import support_environment
 
 PUBLIC_KEY = f"pk-lf-runtime-{uuid.uuid4().hex[:8]}"

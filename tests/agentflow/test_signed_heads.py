@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.errors import SignatureError
 from agentflow.examples import Example, load_examples
 from agentflow.heads import cache_path, head_for
@@ -23,11 +24,10 @@ from agentflow.models.head import EncoderHead
 from agentflow.retrain import active_head, head_in_use, train
 from agentflow.settings import Settings
 from agentflow.signing import signing_key
-from checkpoints.ledger import Ledger
 
 BANKING = Path(__file__).resolve().parents[1] / "data" / "banking77_five_intents.csv"
 GRAPH = '''"""Routes only: the examples of the kept head's role."""
-from nodes.router import Route
+from agentflow.nodes.router import Route
 
 ROUTES = {routes!r}
 

@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
+from agentflow.checkpoints import Ledger, open_saver, setup_savers
+from agentflow.checkpoints.migrations import head_revision
 from agentflow.decision import Decision, ModelRef
 from agentflow.errors import LedgerError
 from agentflow.recording import (
@@ -21,8 +23,6 @@ from agentflow.recording import (
     ToolCallRecord,
 )
 from agentflow.settings import Settings
-from checkpoints import Ledger, open_saver, setup_savers
-from checkpoints.migrations import head_revision
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 CTX = RunContext(

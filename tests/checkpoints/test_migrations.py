@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from checkpoints import Ledger, setup_savers
-from checkpoints.migrations import current_revision, downgrade, head_revision, upgrade
-from checkpoints.schema import VERSION_TABLE, metadata
+from agentflow.checkpoints import Ledger, setup_savers
+from agentflow.checkpoints.migrations import current_revision, downgrade, head_revision, upgrade
+from agentflow.checkpoints.schema import VERSION_TABLE, metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER_TABLES = {

@@ -14,7 +14,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import CapabilityReport
 
-from checkpoints import open_async_saver, setup_savers
+from agentflow.checkpoints import open_async_saver, setup_savers
 from tests.fixtures.postgres import PostgresServer
 
 

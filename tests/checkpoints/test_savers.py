@@ -18,8 +18,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command, interrupt
 
+from agentflow.checkpoints import open_async_saver, open_saver, parse_database_url, setup_savers
 from agentflow.errors import ConfigurationError, LedgerError
-from checkpoints import open_async_saver, open_saver, parse_database_url, setup_savers
 
 # --- URL handling -------------------------------------------------------------------
 

@@ -31,10 +31,10 @@ from typing import Any
 def _child_run(trial: int, inject: bool, retention: bool) -> None:
     if retention:
         os.environ["AGENTFLOW_RETENTION_SECONDS"] = str(_SHORT_RETENTION_S)
+    from agentflow.nodes.approval import ApprovalAnswer
     from agentflow.runtime import AgentRuntime
     from graphs import support
     from graphs.support_store import SupportStore
-    from nodes.approval import ApprovalAnswer
 
     support.store.cache_clear()
     if inject:
@@ -79,8 +79,8 @@ def _child_recover(trial: int, out_fd: int) -> None:
 
 
 def _recover(thread: str, trial: int, out_fd: int) -> None:
+    from agentflow.nodes.approval import ApprovalAnswer
     from agentflow.runtime import AgentRuntime
-    from nodes.approval import ApprovalAnswer
 
     with AgentRuntime.open("graphs/support.py", llm=_llm()) as rt:
         res = rt.result(thread)

@@ -25,13 +25,13 @@ from langgraph.types import Command
 
 from agentflow import Route, ToolContext, agent, tool
 from agentflow.errors import ApprovalError
+from agentflow.nodes.approval import ApprovalAnswer, accept_answer
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
+from agentflow.tools.store import IdempotencyStore
 from graphs import support
-from nodes.approval import ApprovalAnswer, accept_answer
 from tests.attacks import record
 from tests.fixtures.support_env import support_environment
-from tools.store import IdempotencyStore
 
 REFUND = "Order 58812 arrived broken. I want a refund of $25."
 

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import setup_savers
 from tests.attacks import summary
 from tests.fixtures.heads import data_dir_with_heads
 

@@ -17,10 +17,10 @@ from agentflow.errors import (
     StoreUnavailableError,
     UnknownApprovalError,
 )
+from agentflow.nodes.approval import ApprovalAnswer
 from agentflow.runtime import AgentRuntime
 from agentflow.settings import Settings
 from graphs import support
-from nodes.approval import ApprovalAnswer
 from tests.fixtures.support_env import support_environment
 
 LLM_TEXT = "Thanks for reaching out. Our Pro plan is $29 per month and includes priority support."

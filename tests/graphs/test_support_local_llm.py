@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from agentflow.nodes._answer import STAND_IN_LABEL
+from agentflow.nodes.approval import ApprovalAnswer
 from agentflow.runtime import AgentRuntime
 from graphs import support
-from nodes._answer import STAND_IN_LABEL
-from nodes.approval import ApprovalAnswer
 from tests.fixtures.support_env import support_environment
 
 MESSAGES = {

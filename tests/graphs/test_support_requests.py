@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
+from agentflow.nodes.router import LLM_ROUTE
 from agentflow.runtime import AgentRuntime, RunResult
 from agentflow.settings import Settings
 from graphs import support
 from graphs.support_store import DEMO_CUSTOMER
-from nodes.router import LLM_ROUTE
 from tests.fixtures.support_env import support_environment
 
 LLM_TEXT = "Thank you for your message; a colleague will follow up shortly."
@@ -57,7 +57,7 @@ def _reactivate() -> dict[str, Any]:
 def _cancelled(res: RunResult, rt: AgentRuntime) -> RunResult:
     """The run after any approval the modeler asked for (it may raise, never lower)."""
     if res.status == "waiting_approval":
-        from nodes.approval import ApprovalAnswer
+        from agentflow.nodes.approval import ApprovalAnswer
 
         p = res.pending_approval or {}
         res = rt.answer(
@@ -148,7 +148,7 @@ def _labelled(flow: str) -> list[dict[str, Any]]:
 def test_labelled_multi_request_messages_are_separated_by_the_real_router(
     rt: AgentRuntime,
 ) -> None:
-    from nodes._requests import separate
+    from agentflow.nodes._requests import separate
 
     router = rt.parts.router
     flows = {"order_status", "change_address", "cancel_subscription", "refund"}

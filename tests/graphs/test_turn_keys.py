@@ -15,11 +15,11 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
 from agentflow.errors import UnfinishedRunError
+from agentflow.nodes.approval import ApprovalAnswer
 from agentflow.runtime import AgentRuntime
+from agentflow.tools.keys import derive_key
 from graphs import support
-from nodes.approval import ApprovalAnswer
 from tests.fixtures.support_env import support_environment
-from tools.keys import derive_key
 
 REFUND = "Order 58812 arrived broken. I want a refund of $25."
 

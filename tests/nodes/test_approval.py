@@ -12,8 +12,8 @@ from typing import Any
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.settings import Settings
-from checkpoints.ledger import Ledger
 from graphs import approvals_demo
 
 SAM = {"identity": "sam", "permissions": ["approve"]}
@@ -85,8 +85,8 @@ def test_a_resume_without_an_authenticated_approver_runs_nothing(
 def test_a_recorder_in_a_clients_config_is_not_used() -> None:
     """LangGraph Server merges a client's config into the run's: JSON under ``recorder``
     must not replace the process's own recorder (it would break every later answer)."""
+    from agentflow.nodes._common import NodeEnv
     from agentflow.recording import NullRecorder
-    from nodes._common import NodeEnv
 
     own = NullRecorder()
     env = NodeEnv(recorder=own)

@@ -15,8 +15,8 @@ from agentflow.call_reading import EXCERPT, MAX_LEAVES, read_call
 from agentflow.consequence import severity
 from agentflow.heads import consequence_examples, head_for
 from agentflow.models.encoder import Encoder
+from agentflow.nodes.consequence_modeler import ConsequenceModeler, describe_call
 from agentflow.settings import Settings
-from nodes.consequence_modeler import ConsequenceModeler, describe_call
 
 DELETE = {
     "name": "purge_customer_records",

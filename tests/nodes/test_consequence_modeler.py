@@ -9,7 +9,7 @@ from agentflow.consequence import ToolAnnotations, floor_from_annotations, sever
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from nodes.consequence_modeler import ConsequenceModeler, describe_call
+from agentflow.nodes.consequence_modeler import ConsequenceModeler, describe_call
 
 _TOOLS = [
     (

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from agentflow.heads import _data
-from nodes.loop_evaluator import echo_share, format_call, loop_features
+from agentflow.nodes.loop_evaluator import echo_share, format_call, loop_features
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodes._requests import is_yes, left_over, separate
+from agentflow.nodes._requests import is_yes, left_over, separate
 
 FLOWS = {"change_address", "refund", "order_status", "cancel_subscription"}
 

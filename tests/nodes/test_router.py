@@ -10,8 +10,8 @@ from agentflow.errors import ModelOutputError
 from agentflow.examples import Example
 from agentflow.models.encoder import Encoder
 from agentflow.models.head import EncoderHead
-from nodes._common import parse_choice
-from nodes.router import LLM_ROUTE, MAX_ROUTED_CHARS, Route, Router
+from agentflow.nodes._common import parse_choice
+from agentflow.nodes.router import LLM_ROUTE, MAX_ROUTED_CHARS, Route, Router
 
 ROUTES = [
     Route(

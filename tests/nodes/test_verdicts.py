@@ -19,9 +19,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from agentflow.consequence import CONSEQUENCE_CLASSES, severity
 from agentflow.errors import ModelOutputError
 from agentflow.models.llm import make_llm
+from agentflow.nodes._common import NodeEnv, llm_choice, parse_choice
+from agentflow.nodes.consequence_modeler import ConsequenceModeler
 from agentflow.settings import Settings
-from nodes._common import NodeEnv, llm_choice, parse_choice
-from nodes.consequence_modeler import ConsequenceModeler
 
 RANKED: dict[str, Any] = {"rank": severity}
 

@@ -22,11 +22,11 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from agentflow.checkpoints import Ledger, setup_savers
 from agentflow.runtime import AgentRuntime
 from agentflow.server import create_app
 from agentflow.server.auth import hash_token
 from agentflow.settings import Settings
-from checkpoints import Ledger, setup_savers
 from tests.attacks import record
 from tests.server.conftest import SupportEnv, auth, refund_count
 

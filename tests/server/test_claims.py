@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from agentflow.checkpoints import Ledger, setup_savers
 from agentflow.errors import KeyInFlightError, KeyMismatchError
 from agentflow.runtime import AgentRuntime
 from agentflow.server.auth import Identity
@@ -21,7 +22,6 @@ from agentflow.server.recovery import RecoveryLoop
 from agentflow.server.schemas import RunRequest
 from agentflow.server.service import AgentService
 from agentflow.settings import Settings
-from checkpoints import Ledger, setup_savers
 
 KIM = Identity(name="kim", scopes=frozenset({"run", "read"}), customer={})
 SAM = Identity(name="sam", scopes=frozenset({"read", "approve"}), customer={})

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from langgraph_sdk import get_sync_client
 
-from checkpoints.ledger import Ledger
-from nodes.approval import ApprovalRequest
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.nodes.approval import ApprovalRequest
 from tests.attacks import record
 from tests.fixtures.langgraph_server import REPO, LangGraphServer
 

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import setup_savers
 from agentflow.cli import app
 from agentflow.server.auth import hash_token
 from agentflow.settings import Settings
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
 from tests.attacks import record
 
 REPO = Path(__file__).resolve().parents[2]

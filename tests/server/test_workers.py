@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agentflow.checkpoints.ledger import Ledger
+from agentflow.checkpoints.savers import setup_savers
 from agentflow.server.auth import hash_token
-from checkpoints.ledger import Ledger
-from checkpoints.savers import setup_savers
 
 REPO = Path(__file__).resolve().parents[2]
 PAYMENT_S = 4.0

@@ -10,7 +10,7 @@ from langchain_core.tools import tool as lc_tool
 from pydantic import BaseModel
 
 from agentflow.errors import ToolError, ToolRegistrationError
-from tools.contract import ToolContext, ToolRegistry, ToolSpec, from_langchain, tool
+from agentflow.tools.contract import ToolContext, ToolRegistry, ToolSpec, from_langchain, tool
 
 
 @tool(read_only=True)

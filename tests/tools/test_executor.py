@@ -18,11 +18,11 @@ from agentflow.consequence import ConsequenceClass
 from agentflow.decision import Decision
 from agentflow.errors import ConfigurationError, ToolExecutionError
 from agentflow.recording import ApprovalRecord, LlmCallRecord, RunContext, ToolCallRecord
+from agentflow.tools.contract import ToolContext, ToolRegistry, from_langchain, tool
+from agentflow.tools.executor import GuardedExecutor, ToolCall
+from agentflow.tools.keys import action_digest
+from agentflow.tools.store import AsyncIdempotencyStore, IdempotencyStore, RetryPolicy
 from tests.fixtures.valkey import ValkeyHandle
-from tools.contract import ToolContext, ToolRegistry, from_langchain, tool
-from tools.executor import GuardedExecutor, ToolCall
-from tools.keys import action_digest
-from tools.store import AsyncIdempotencyStore, IdempotencyStore, RetryPolicy
 
 FAST = RetryPolicy(attempts=3, base_s=0.001, cap_s=0.002)
 

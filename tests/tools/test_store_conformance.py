@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from agentflow.errors import IdempotencyError, StoreUnavailableError
-from tools.keys import derive_key, fingerprint
-from tools.store import AsyncIdempotencyStore, IdempotencyStore, RetryPolicy
+from agentflow.tools.keys import derive_key, fingerprint
+from agentflow.tools.store import AsyncIdempotencyStore, IdempotencyStore, RetryPolicy
 
 BACKENDS = ["valkey", "redis"]
 

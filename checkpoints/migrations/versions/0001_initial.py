@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-20
 
-Written out column by column (not imported from ``checkpoints.schema``) so this
+Written out column by column (not imported from ``agentflow.checkpoints.schema``) so this
 revision keeps meaning what it meant when released, whatever the schema becomes.
 """
 

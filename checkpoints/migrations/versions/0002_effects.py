@@ -7,7 +7,7 @@ Create Date: 2026-12-02
 One row per idempotency key: started (before the tool runs), completed with its result
 (before the store is told), failed, outcome unknown, or released; so a record that
 expired from Redis, or a lease that ended with the process, still answers "this already
-happened" (tools.journal).
+happened" (agentflow.tools.journal).
 """
 
 from __future__ import annotations
